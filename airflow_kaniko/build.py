@@ -378,3 +378,22 @@ def render_configmap(job: Mapping[str, Any], *, archive: bytes, key: str) -> dic
 
 def needs_owned_configmap(plan: ContextPlan) -> bool:
     return plan.kind is ContextKind.LOCAL
+
+
+def destinations_of(job: Mapping[str, Any]) -> list[str]:
+    """The destinations a rendered Job pushes to, from its annotation."""
+    raw = ((job.get("metadata") or {}).get("annotations") or {}).get(f"{LABEL_PREFIX}/destinations", "[]")
+    return [str(d) for d in json.loads(raw)]
+
+
+def build_result(job: Mapping[str, Any], *, digest: str) -> dict[str, Any]:
+    """The XCom of a successful build: first destination by digest, and where it went."""
+    destinations = destinations_of(job)
+    image = str(parse_reference(destinations[0]).with_digest(digest)) if destinations else None
+    return {
+        "image": image,
+        "digest": digest,
+        "destinations": destinations,
+        "job_name": job["metadata"]["name"],
+        "namespace": job["metadata"]["namespace"],
+    }

@@ -14,12 +14,17 @@ from enum import Enum
 from typing import Any
 
 __all__ = [
+    "DEFAULT_STUCK_POLICY",
     "BuildPhase",
     "BuildStatus",
+    "CleanupPolicy",
     "Reason",
     "StuckPolicy",
     "build_status",
     "parse_digest",
+    "should_delete",
+    "status_from_event",
+    "status_to_event",
 ]
 
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -182,10 +187,11 @@ def build_status(
     pods: Sequence[Mapping[str, Any]],
     *,
     now: datetime | None = None,
-    policy: StuckPolicy = StuckPolicy(),
+    policy: StuckPolicy | None = None,
 ) -> BuildStatus:
     """Decide running / succeeded(digest) / failed(reason, message) / stuck(reason)."""
     now = now or datetime.now(timezone.utc)
+    policy = policy or StuckPolicy()
     if job is None:
         return BuildStatus(
             phase=BuildPhase.FAILED,
@@ -272,3 +278,51 @@ def build_status(
         pod_name=current["metadata"]["name"] if current else None,
         failed_attempts=failed_attempts,
     )
+
+
+def status_to_event(status: BuildStatus, *, namespace: str, job_name: str) -> dict[str, Any]:
+    """A JSON-safe form of ``status`` for a TriggerEvent payload."""
+    return {
+        "namespace": namespace,
+        "job_name": job_name,
+        "phase": status.phase.value,
+        "reason": status.reason.value,
+        "message": status.message,
+        "digest": status.digest,
+        "pod_name": status.pod_name,
+        "exit_code": status.exit_code,
+        "failed_attempts": status.failed_attempts,
+    }
+
+
+def status_from_event(event: Mapping[str, Any]) -> BuildStatus:
+    reasons = {r.value: r for r in Reason}
+    return BuildStatus(
+        phase=BuildPhase(event["phase"]),
+        reason=reasons.get(str(event.get("reason")), Reason.JOB_FAILED),
+        message=str(event.get("message") or ""),
+        digest=event.get("digest"),
+        pod_name=event.get("pod_name"),
+        exit_code=event.get("exit_code"),
+        failed_attempts=int(event.get("failed_attempts") or 0),
+    )
+
+
+DEFAULT_STUCK_POLICY = StuckPolicy()
+
+
+class CleanupPolicy(str, Enum):
+    """What happens to a finished Job (its TTL still applies to whatever is kept)."""
+
+    KEEP = "keep"
+    DELETE_SUCCEEDED = "delete_succeeded"
+    DELETE = "delete"
+
+
+def should_delete(policy: CleanupPolicy, status: BuildStatus) -> bool:
+    """A stuck Job is always deleted: left alone it would wait for its deadline."""
+    if status.phase is BuildPhase.STUCK:
+        return True
+    if status.phase is BuildPhase.SUCCEEDED:
+        return policy is not CleanupPolicy.KEEP
+    return policy is CleanupPolicy.DELETE

@@ -10,8 +10,13 @@ KWOK_VERSION="${KWOK_VERSION:-v0.8.0}"   # kwok release that targets Kubernetes 
 CACHE="${AIRFLOW_KANIKO_CACHE:-$HOME/.cache/airflow-kaniko}"
 OUT="$CACHE/control-plane/k8s-${K8S_VERSION}_etcd-${ETCD_VERSION}_kwok-${KWOK_VERSION}"
 BINARIES=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+# kwok's ClusterLogs / Logs CRDs (from the same kwok module): the tests create pod logs at run time.
+CRDS=(kwok.x-k8s.io_clusterlogs.yaml kwok.x-k8s.io_logs.yaml)
 
-have_all() { for b in "${BINARIES[@]}"; do [ -x "$OUT/$b" ] || return 1; done; }
+have_all() {
+  for b in "${BINARIES[@]}"; do [ -x "$OUT/$b" ] || return 1; done
+  for c in "${CRDS[@]}"; do [ -f "$OUT/crds/$c" ] || return 1; done
+}
 if have_all; then echo "$OUT"; exit 0; fi
 
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
@@ -58,5 +63,8 @@ for c in kube-apiserver kube-controller-manager kube-scheduler; do
   [ -x "$OUT/$c" ] || go build -trimpath -ldflags "$ld" -o "$OUT/$c" "k8s.io/kubernetes/cmd/$c"
 done
 [ -x "$OUT/kwok" ] || GOBIN="$OUT" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@${KWOK_VERSION}"
+kwok_dir="$(go mod download -json "sigs.k8s.io/kwok@${KWOK_VERSION}" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+mkdir -p "$OUT/crds"
+for c in "${CRDS[@]}"; do cp "$kwok_dir/kustomize/crd/bases/$c" "$OUT/crds/$c"; done
 have_all
 echo "$OUT"
