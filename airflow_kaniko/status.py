@@ -206,6 +206,14 @@ def build_status(
         succeeded = next(
             (p for p in newest_first if (p.get("status") or {}).get("phase") == "Succeeded"), None
         )
+        if succeeded is None and newest_first:
+            # The Job's event can arrive before its pod's: wait for the pod to say Succeeded.
+            return BuildStatus(
+                phase=BuildPhase.RUNNING,
+                reason=Reason.RUNNING,
+                pod_name=newest_first[0]["metadata"]["name"],
+                failed_attempts=failed_attempts,
+            )
         if succeeded is None:
             return BuildStatus(
                 phase=BuildPhase.FAILED,
@@ -265,8 +273,9 @@ def build_status(
                 pod_name=pod["metadata"]["name"],
                 failed_attempts=failed_attempts,
             )
-    current = active[0] if active else None
-    running = current is not None and bool((_kaniko_status(current).get("state") or {}).get("running"))
+    current = active[0] if active else (newest_first[0] if newest_first else None)
+    state = _kaniko_status(current).get("state") or {} if current is not None else {}
+    running = bool(state.get("running") or state.get("terminated"))
     message = ""
     if failed_pods:
         detail, _ = _describe_failure(failed_pods[0])

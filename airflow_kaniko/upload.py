@@ -86,7 +86,7 @@ def object_base(base_url: str) -> StorageBase:
             account = parts.netloc.rpartition("@")[2].split(".", 1)[0]
         return StorageBase(storage_url=base_url.rstrip("/"), protocol=scheme, account=account)
     if scheme in _LOCAL:
-        if not parts.path.startswith("/"):
+        if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
             raise InvalidInputError(f"upload_to {base_url!r} must be an absolute path: file:///dir")
         return StorageBase(storage_url=base_url.rstrip("/"), protocol="file", account=None)
     raise InvalidInputError(

@@ -14,12 +14,16 @@ credentials, a TLS failure, a wrong label).
 
 from __future__ import annotations
 
+import ast
 import enum
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from airflow_kaniko.errors import InvalidInputError, RegistryError, VerificationError
+from airflow_kaniko.reference import ImageReference, parse_reference
 from airflow_kaniko.registry import INDEX_MEDIA_TYPES, Outcome, RegistryAnswer
 
 __all__ = [
@@ -27,6 +31,8 @@ __all__ = [
     "ProblemKind",
     "Verdict",
     "normalize_platform",
+    "parse_labels",
+    "plan_verification",
     "validate_digest",
     "verify",
 ]
@@ -240,3 +246,72 @@ def verify(
         )
     digest = reported or (next(iter(digests)) if len(digests) == 1 else None)
     return Verdict(digest=digest if not problems else reported, problems=tuple(problems))
+
+
+def _as_list(value: str | Sequence[str] | None) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()] if "," in value else [value.strip()]
+    return [str(v) for v in value]
+
+
+def _build_mapping(build: Mapping[str, Any] | str) -> Mapping[str, Any]:
+    """The build operator's XCom, whether Airflow rendered it as a dict or as its text."""
+    if isinstance(build, Mapping):
+        return build
+    text = build.strip()
+    for parse in (json.loads, ast.literal_eval):
+        try:
+            value = parse(text)
+        except (ValueError, SyntaxError):
+            continue
+        if isinstance(value, Mapping):
+            return value
+    raise InvalidInputError(
+        "build is not the build operator's XCom: expected a mapping with 'destinations' and 'digest' "
+        f"(got {text[:80]!r})"
+    )
+
+
+def plan_verification(
+    *,
+    build: Mapping[str, Any] | str | None = None,
+    references: str | Sequence[str] | None = None,
+    digest: str | None = None,
+) -> tuple[list[ImageReference], str | None]:
+    """What to verify: (references, digest) from the build's XCom and/or explicit values.
+
+    Explicit ``references`` and ``digest`` win over the XCom's ``destinations`` and
+    ``digest``. Every reference is validated before any registry is asked.
+    """
+    texts = _as_list(references)
+    reported = digest or None
+    if build is not None and build != "":
+        result = _build_mapping(build)
+        if not texts:
+            texts = _as_list(result.get("destinations"))
+            if not texts and result.get("image"):
+                texts = [str(result["image"])]
+        reported = reported or (str(result["digest"]) if result.get("digest") else None)
+    if not texts:
+        raise InvalidInputError(
+            "nothing to verify: give references, or the build operator's XCom with 'destinations'"
+        )
+    parsed = [parse_reference(text, what="image reference to verify") for text in texts]
+    return parsed, validate_digest(reported, what="reported digest") if reported else None
+
+
+def parse_labels(items: Iterable[str] | Mapping[str, str] | None) -> dict[str, str]:
+    """``["a=b", "c=d"]`` (the CLI's form) or a mapping -> ``{"a": "b", "c": "d"}``."""
+    if items is None:
+        return {}
+    if isinstance(items, Mapping):
+        return {str(k): str(v) for k, v in items.items()}
+    labels = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidInputError(f"label {item!r} is not valid: expected KEY=VALUE")
+        labels[key] = value
+    return labels

@@ -74,9 +74,7 @@ def kubeconfig(control_plane: ControlPlane) -> Path:
 
 
 @pytest.fixture
-def airflow_kubernetes_connection(
-    control_plane: ControlPlane, monkeypatch: pytest.MonkeyPatch
-) -> str:
+def airflow_kubernetes_connection(control_plane: ControlPlane, monkeypatch: pytest.MonkeyPatch) -> str:
     """``AIRFLOW_CONN_KUBERNETES_DEFAULT`` pointing at the admin kubeconfig, namespace default."""
     value = control_plane.airflow_connection(namespace="default")
     monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_DEFAULT", value)
@@ -120,4 +118,3 @@ def namespace(request: pytest.FixtureRequest, control_plane: ControlPlane, k8s_c
     finally:
         # Deletion finishes in the background (namespace controller + kwok's pod-delete stage).
         client.CoreV1Api(k8s_client).delete_namespace(name)
-

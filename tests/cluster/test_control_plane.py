@@ -60,7 +60,9 @@ def make_job(
     )
 
 
-def make_pod(name: str, controls: PodControls, *, node_selector: dict[str, str] | None = None) -> client.V1Pod:
+def make_pod(
+    name: str, controls: PodControls, *, node_selector: dict[str, str] | None = None
+) -> client.V1Pod:
     return client.V1Pod(
         metadata=client.V1ObjectMeta(name=name, labels=controls.labels, annotations=controls.annotations),
         spec=client.V1PodSpec(
@@ -219,12 +221,16 @@ def test_pod_logs_are_served(control_plane: ControlPlane, core_v1: Any, namespac
     core_v1.create_namespaced_pod(namespace, make_pod("chatty", Kwok.running()))
     wait_pod(core_v1, namespace, "chatty", "Running", lambda p: p.status.phase == "Running")
 
+    def read() -> str | None:
+        # _preload_content=False: kubernetes 36.0.x returns the repr of the bytes otherwise
+        # (kubernetes-client/python#2596).
+        resp = core_v1.read_namespaced_pod_log(
+            "chatty", namespace, container="kaniko", _preload_content=False
+        )
+        return resp.data.decode() or None
+
     # kwok picks up the ClusterLogs object through its watch; give it a moment.
-    text = wait_until(
-        "pod log served",
-        lambda: core_v1.read_namespaced_pod_log("chatty", namespace, container="kaniko") or None,
-        timeout=30,
-    )
+    text = wait_until("pod log served", read, timeout=30)
 
     assert text.splitlines() == lines
 
@@ -233,9 +239,11 @@ def test_deleting_a_job_removes_its_pods(core_v1: Any, batch_v1: Any, namespace:
     batch_v1.create_namespaced_job(namespace, make_job("gone", Kwok.running()))
     wait_until(
         "pod of gone running",
-        lambda: True
-        if any(p.status.phase == "Running" for p in pods_of_job(core_v1, namespace, "gone"))
-        else None,
+        lambda: (
+            True
+            if any(p.status.phase == "Running" for p in pods_of_job(core_v1, namespace, "gone"))
+            else None
+        ),
     )
 
     batch_v1.delete_namespaced_job("gone", namespace, propagation_policy="Foreground")
@@ -295,9 +303,11 @@ def test_cluster_survives_an_apiserver_restart(
     batch_v1.create_namespaced_job(namespace, make_job("across", Kwok.succeed(message=DIGEST, delay="4s")))
     wait_until(
         "pod of across running",
-        lambda: True
-        if any(p.status.phase == "Running" for p in pods_of_job(core_v1, namespace, "across"))
-        else None,
+        lambda: (
+            True
+            if any(p.status.phase == "Running" for p in pods_of_job(core_v1, namespace, "across"))
+            else None
+        ),
     )
 
     control_plane.restart_apiserver(down_for=1.0)

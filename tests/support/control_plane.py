@@ -247,7 +247,7 @@ def _write_pki(directory: Path) -> _Pki:
     )
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    service_ip = next(ipaddress.ip_network(SERVICE_CLUSTER_IP_RANGE).hosts())
+    service_ip = ipaddress.IPv4Address(next(ipaddress.IPv4Network(SERVICE_CLUSTER_IP_RANGE).hosts()))
     sans: list[x509.GeneralName] = [
         x509.DNSName("localhost"),
         x509.DNSName("kubernetes"),
@@ -338,15 +338,9 @@ def _kubeconfig(*, server: str, ca_cert: Path, user: Mapping[str, str], name: st
 # --------------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    # The OS picks a free port; the tiny window before the component binds it is acceptable
-    # on a test machine (the ports are distinct because all sockets are open at once).
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _free_ports(count: int) -> list[int]:
+    # The OS picks free ports; they are distinct because all sockets are open at once. The
+    # short window before a component binds its port is acceptable on a test machine.
     sockets = []
     try:
         for _ in range(count):
@@ -538,7 +532,13 @@ class ControlPlane:
     def describe_failure(self) -> str:
         parts = [f"control plane work directory: {self.workdir}"]
         for name, proc in self._processes.items():
-            state = "running" if proc.alive() else f"exited ({proc.popen.returncode})" if proc.popen else "stopped"
+            state = (
+                "running"
+                if proc.alive()
+                else f"exited ({proc.popen.returncode})"
+                if proc.popen
+                else "stopped"
+            )
             parts.append(f"----- {name}: {state}; last lines of {proc.log} -----\n{proc.tail()}")
         return "\n".join(parts)
 
@@ -601,7 +601,7 @@ class ControlPlane:
         selector: dict[str, Any] = {"matchNamespaces": [namespace]}
         if pods:
             selector["matchNames"] = list(pods)
-        body = {
+        body: dict[str, Any] = {
             "apiVersion": "kwok.x-k8s.io/v1alpha1",
             "kind": "ClusterLogs",
             "metadata": {"name": obj_name},
@@ -786,7 +786,10 @@ class ControlPlane:
         _wait_for("etcd /health", self._etcd_ready, timeout=self.startup_timeout, alive=self._check_alive)
         self.timings["etcd"] = time.monotonic() - phase
         _wait_for(
-            "kube-apiserver /readyz", self._apiserver_ready, timeout=self.startup_timeout, alive=self._check_alive
+            "kube-apiserver /readyz",
+            self._apiserver_ready,
+            timeout=self.startup_timeout,
+            alive=self._check_alive,
         )
         self.timings["kube-apiserver"] = time.monotonic() - phase
         for name in ("kube-controller-manager", "kube-scheduler"):
@@ -814,7 +817,9 @@ class ControlPlane:
         )
         self._processes["kwok"].start()
         self._create_nodes()
-        _wait_for("kwok nodes Ready", self._nodes_ready, timeout=self.startup_timeout, alive=self._check_alive)
+        _wait_for(
+            "kwok nodes Ready", self._nodes_ready, timeout=self.startup_timeout, alive=self._check_alive
+        )
         self.timings["kwok-nodes"] = time.monotonic() - phase
 
         phase = time.monotonic()
@@ -947,9 +952,7 @@ class ControlPlane:
                 raise
             return True
 
-        _wait_for(
-            f"ServiceAccount {namespace}/default", exists, timeout=timeout, alive=self._check_alive
-        )
+        _wait_for(f"ServiceAccount {namespace}/default", exists, timeout=timeout, alive=self._check_alive)
 
     def _rv(self, api: Any, name: str) -> str:
         obj = api.get_cluster_custom_object("kwok.x-k8s.io", "v1alpha1", "clusterlogs", name)
@@ -967,7 +970,9 @@ def running_control_plane(bin_dir: Path, **kwargs: Any) -> Iterator[ControlPlane
 # --------------------------------------------------------------------------------------------
 
 
-def wait_until(what: str, check: Callable[[], T | None], *, timeout: float = 60.0, interval: float = 0.2) -> T:
+def wait_until(
+    what: str, check: Callable[[], T | None], *, timeout: float = 60.0, interval: float = 0.2
+) -> T:
     """Call ``check`` until it returns something other than None; fail after ``timeout`` s."""
     return _wait_for(what, check, timeout=timeout, interval=interval)
 

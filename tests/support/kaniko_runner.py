@@ -160,7 +160,7 @@ def _cached_executor_exists() -> bool:
 def _container(job: Mapping[str, Any], name: str) -> Mapping[str, Any]:
     for container in job["spec"]["template"]["spec"]["containers"]:
         if container["name"] == name:
-            return container
+            return dict(container)
     raise KeyError(f"the Job has no container named {name!r}")
 
 
