@@ -30,7 +30,7 @@ LABELS = {"org.opencontainers.image.source": "https://example.com/app", "team": 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if REGISTRY_DIR in Path(str(item.fspath)).resolve().parents:
+        if REGISTRY_DIR in Path(str(item.path)).resolve().parents:
             item.add_marker(pytest.mark.registry)
 
 

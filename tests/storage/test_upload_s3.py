@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
+import boto3  # type: ignore[import-untyped]
 import pytest
 from moto.server import ThreadedMotoServer
 
@@ -102,13 +102,13 @@ def test_operator_returns_a_context_the_build_accepts(s3: Any, context_dir: Path
     op = KanikoContextOperator(
         task_id="prepare", source_dir=str(context_dir), upload_to=f"s3://{BUCKET}/ctx", conn_id=CONN_ID
     )
-    url = op.execute(context={})  # type: ignore[arg-type]
+    url = op.execute(context={})
     assert url.startswith(f"s3://{BUCKET}/ctx/") and url.endswith(".tar.gz")
     plan = plan_context(url, configmap_name="unused")
     assert plan.kind is ContextKind.S3 and plan.kaniko_context == url
 
     # The same content again (a retry, or tomorrow's run): the same object, still one of it.
-    assert op.execute(context={}) == url  # type: ignore[arg-type]
+    assert op.execute(context={}) == url
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"]]
     assert keys == [url.removeprefix(f"s3://{BUCKET}/")]
 

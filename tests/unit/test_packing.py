@@ -7,16 +7,16 @@ import hashlib
 import io
 import os
 import tarfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 
-from airflow_kaniko import packing
 from airflow_kaniko.errors import InvalidInputError
 from airflow_kaniko.packing import pack_directory, pack_to_bytes, read_ignore_patterns
 
 
-def make_tree(root: Path, files: dict[str, str | bytes], dockerfile: str = "Dockerfile") -> Path:
+def make_tree(root: Path, files: Mapping[str, str | bytes], dockerfile: str = "Dockerfile") -> Path:
     root.mkdir(parents=True, exist_ok=True)
     if dockerfile not in files:
         files = {dockerfile: "FROM scratch\n", **files}
@@ -51,7 +51,7 @@ def packed_files(root: Path, ignore: str, files: list[str]) -> set[str]:
 
 
 def test_same_content_gives_same_bytes_whatever_mtimes_owners_and_location(tmp_path: Path) -> None:
-    files = {"app/main.py": "print('hi')\n", "app/data.bin": os.urandom(3000), "README.md": "# x\n"}
+    files: dict[str, str | bytes] = {"app/main.py": "print('hi')\n", "app/data.bin": os.urandom(3000), "README.md": "# x\n"}
     a = make_tree(tmp_path / "a", files)
     b = make_tree(tmp_path / "elsewhere" / "b", files)
     for path in b.rglob("*"):
@@ -329,7 +329,7 @@ def test_unreadable_file_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         return real_open(path, flags, *args)
 
     # Tests run as root, where chmod 000 does not stop a read: deny it at the open call instead.
-    monkeypatch.setattr(packing.os, "open", deny)
+    monkeypatch.setattr(os, "open", deny)
     with pytest.raises(InvalidInputError, match=r"cannot read file '.*secret\.key': Permission denied"):
         pack_to_bytes(root)
 

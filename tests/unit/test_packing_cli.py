@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -64,3 +66,24 @@ def test_invalid_input_exits_2_with_one_line(
     assert captured.err.count("\n") == 1 and "Traceback" not in captured.err
     assert named.format(tmp=tmp_path) in captured.err
     assert not (tmp_path / "o.tar.gz").exists()
+
+
+def test_the_installed_command_end_to_end(tmp_path: Path) -> None:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM scratch\n")
+    out = tmp_path / "ctx.tar.gz"
+    cli = [sys.executable, "-m", "airflow_kaniko.cli", "pack"]
+    ok = subprocess.run([*cli, str(ctx), "-o", str(out)], capture_output=True, text=True, check=False)
+    assert (ok.returncode, ok.stdout, ok.stderr) == (
+        0,
+        hashlib.sha256(out.read_bytes()).hexdigest() + "\n",
+        "",
+    )
+
+    bad = subprocess.run(
+        [*cli, str(tmp_path / "nope"), "-o", str(out)], capture_output=True, text=True, check=False
+    )
+    assert bad.returncode == 2
+    assert bad.stdout == ""
+    assert bad.stderr.count("\n") == 1 and str(tmp_path / "nope") in bad.stderr

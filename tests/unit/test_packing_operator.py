@@ -22,7 +22,7 @@ def make_context(root: Path, extra: dict[str, bytes] | None = None) -> Path:
 
 def test_without_upload_returns_a_local_reference_the_build_accepts(tmp_path: Path) -> None:
     ctx = make_context(tmp_path / "ctx", {"app.py": b"print(1)\n"})
-    ref = KanikoContextOperator(task_id="prepare", source_dir=str(ctx)).execute(context={})  # type: ignore[arg-type]
+    ref = KanikoContextOperator(task_id="prepare", source_dir=str(ctx)).execute(context={})
     assert ref == f"local://{ctx}"
     plan = plan_context(ref, configmap_name="build-abc")
     assert plan.kind is ContextKind.LOCAL and plan.local_directory == str(ctx)
@@ -31,7 +31,7 @@ def test_without_upload_returns_a_local_reference_the_build_accepts(tmp_path: Pa
 def test_relative_source_dir_becomes_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     make_context(tmp_path / "ctx")
     monkeypatch.chdir(tmp_path)
-    ref = KanikoContextOperator(task_id="prepare", source_dir="ctx").execute(context={})  # type: ignore[arg-type]
+    ref = KanikoContextOperator(task_id="prepare", source_dir="ctx").execute(context={})
     assert ref == f"local://{tmp_path / 'ctx'}"
 
 
@@ -41,7 +41,7 @@ def test_a_context_too_large_for_a_configmap_fails_the_prepare_step(tmp_path: Pa
     with pytest.raises(
         InvalidInputError, match=rf"more than {CONFIGMAP_LIMIT_BYTES} bytes.*ConfigMap.*upload_to"
     ):
-        op.execute(context={})  # type: ignore[arg-type]
+        op.execute(context={})
 
 
 def test_a_missing_dockerfile_fails_the_prepare_step(tmp_path: Path) -> None:
@@ -50,7 +50,7 @@ def test_a_missing_dockerfile_fails_the_prepare_step(tmp_path: Path) -> None:
         task_id="prepare", source_dir=str(tmp_path / "ctx"), dockerfile="ci/Dockerfile"
     )
     with pytest.raises(InvalidInputError, match="'ci/Dockerfile' does not exist"):
-        op.execute(context={})  # type: ignore[arg-type]
+        op.execute(context={})
 
 
 @pytest.mark.parametrize(
@@ -67,7 +67,7 @@ def test_storage_kaniko_cannot_read_is_refused_before_packing(
     # The directory does not even exist: the URL is what is reported.
     op = KanikoContextOperator(task_id="prepare", source_dir=str(tmp_path / "missing"), upload_to=upload_to)
     with pytest.raises(InvalidInputError, match=says):
-        op.execute(context={})  # type: ignore[arg-type]
+        op.execute(context={})
 
 
 def test_templated_fields() -> None:
