@@ -902,9 +902,16 @@ class RegistryClient:
                     continue
                 raise
             if response.status_code not in (200, 401):
+                status = f"{response.status_code} {response.reason_phrase}".strip()
+                if response.status_code == 429 or response.status_code >= 500:
+                    raise _Stop(
+                        Outcome.ERROR,
+                        f"registry {registry} answered {status} to GET /v2/ "
+                        f"after {self._retry.attempts} attempts",
+                    )
                 raise _Stop(
                     Outcome.ERROR,
-                    f"registry {registry} answered {response.status_code} to GET /v2/: "
+                    f"registry {registry} answered {status} to GET /v2/: "
                     "not an OCI distribution (v2) registry API",
                 )
             challenge = (

@@ -1,6 +1,6 @@
 """The same kaniko build without cache, with an empty cache, and with a warm cache.
 
-    .venv/bin/python benchmarks/kaniko_cache.py [--size-mb 64] [--loops 300000] [--repeat 3]
+    .venv/bin/python benchmarks/kaniko_cache.py [--size-mb 64] [--loops 1500000] [--repeat 3]
 
 Needs what the e2e tier needs (root, util-linux, docker-registry, skopeo, busybox-static,
 Go for the executor). Each build is the Job that ``render_build`` renders, run by
@@ -48,7 +48,7 @@ COPY stamp.txt /stamp.txt
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size-mb", type=int, default=64)
-    parser.add_argument("--loops", type=int, default=300_000)
+    parser.add_argument("--loops", type=int, default=1_500_000)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
 

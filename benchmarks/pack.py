@@ -1,6 +1,6 @@
 """Pack a generated ~500 MB mixed tree with airflow-kaniko's packer and with `tar -czf`, same run.
 
-    .venv/bin/python benchmarks/pack.py [--size-mb 500] [--repeat 3] [--keep DIR]
+    .venv/bin/python benchmarks/pack.py [--size-mb 500] [--repeat 3] [--keep DIR] [--single-thread]
 
 The tree: many small source-like text files (with a .dockerignore excluding a few of them), a few
 large compressible log files, a few large incompressible (random) files, and symlinks. Every
@@ -122,6 +122,7 @@ def main() -> int:
     parser.add_argument("--size-mb", type=int, default=500)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--keep", type=Path, help="generate the tree here and keep it")
+    parser.add_argument("--single-thread", action="store_true", help="also time our packer on one thread")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="kaniko-pack-bench-"))
@@ -145,6 +146,7 @@ def main() -> int:
         ours_out, tar_out = work / "ours.tar.gz", work / "tar.tar.gz"
         ours_times: list[float] = []
         tar_times: list[float] = []
+        single_times: list[float] = []
         for _ in range(args.repeat):
             t0 = time.perf_counter()
             subprocess.run(["tar", "-C", str(tree), "-czf", str(tar_out), "."], check=True)
@@ -152,6 +154,11 @@ def main() -> int:
             t0 = time.perf_counter()
             result = pack_directory(tree, ours_out)
             ours_times.append(time.perf_counter() - t0)
+            if args.single_thread:
+                t0 = time.perf_counter()
+                single = pack_directory(tree, ours_out, workers=1)
+                single_times.append(time.perf_counter() - t0)
+                assert single.sha256 == result.sha256, "thread count changed the bytes"
         best_tar, best_ours = min(tar_times), min(ours_times)
         print(
             f"tar -czf : best {best_tar:6.2f}s  ({', '.join(f'{t:.2f}' for t in tar_times)})  "

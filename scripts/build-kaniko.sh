@@ -26,6 +26,14 @@ out_for() {  # module version -> cached binary path
 
 primary="$(out_for "$KANIKO_MODULE" "$KANIKO_VERSION")"
 if [ -x "$primary" ]; then echo "$primary"; exit 0; fi
+fallback="$(out_for "$FALLBACK_MODULE" "$FALLBACK_VERSION")"
+# The proxy refused the primary less than a day ago: the cached fallback answers at once.
+refused="$(dirname "$primary")/.refused-by-proxy"
+if [ "${KANIKO_FALLBACK:-1}" != 0 ] && [ -x "$fallback" ] && [ -n "$(find "$refused" -mmin -1440 2>/dev/null)" ]; then
+  echo "build-kaniko: ${KANIKO_MODULE}@${KANIKO_VERSION} was refused by the Go module proxy (see $refused);" \
+       "using ${FALLBACK_MODULE}@${FALLBACK_VERSION}" >&2
+  echo "$fallback"; exit 0
+fi
 
 export GOTOOLCHAIN="${GOTOOLCHAIN:-local}" CGO_ENABLED=0 GOFLAGS=-mod=mod
 work="$(mktemp -d)"
@@ -59,8 +67,9 @@ fi
 echo "build-kaniko: ${KANIKO_MODULE}@${KANIKO_VERSION} is not available from the Go module proxy:" >&2
 grep -o '"Error": ".*"' "$work/download.json" >&2 || cat "$work/download.json" >&2
 if [ "${KANIKO_FALLBACK:-1}" = 0 ]; then exit 1; fi
+mkdir -p "$(dirname "$refused")"
+grep -o '"Error": ".*"' "$work/download.json" > "$refused" || cp "$work/download.json" "$refused"
 
-fallback="$(out_for "$FALLBACK_MODULE" "$FALLBACK_VERSION")"
 echo "build-kaniko: falling back to ${FALLBACK_MODULE}@${FALLBACK_VERSION}" >&2
 if [ -x "$fallback" ]; then echo "$fallback"; exit 0; fi
 dir="$(fetch "$FALLBACK_MODULE" "$FALLBACK_VERSION")" || { cat "$work/download.json" >&2; exit 1; }

@@ -92,6 +92,7 @@ class KanikoBuildOperator(BaseOperator):
         "destinations",
         "build_args",
         "target",
+        "push",
         "labels",
         "cache_repo",
         "namespace",
@@ -101,6 +102,8 @@ class KanikoBuildOperator(BaseOperator):
         "pod_labels",
         "pod_annotations",
         "env",
+        "registry_conn_id",
+        "git_conn_id",
     )
     template_fields_renderers: ClassVar[dict[str, str]] = {
         "build_args": "json",
@@ -155,9 +158,10 @@ class KanikoBuildOperator(BaseOperator):
         self.context = context
         self.destinations = destinations
         self.dockerfile = dockerfile
-        self.build_args = dict(build_args or {})
+        # Templated fields are kept as given (they may be XComArgs); render() normalises them.
+        self.build_args = build_args or {}
         self.target = target
-        self.labels = dict(labels or {})
+        self.labels = labels or {}
         self.cache = cache
         self.cache_repo = cache_repo
         self.push = push
@@ -191,10 +195,10 @@ class KanikoBuildOperator(BaseOperator):
                 f"both docker_config_secret {docker_config_secret!r} and registry_conn_id {registry_conn_id!r} "
                 "are set: give one source of registry credentials"
             )
-        self.extra_args = list(extra_args or [])
-        self.env = dict(env or {})
-        self.pod_labels = dict(pod_labels or {})
-        self.pod_annotations = dict(pod_annotations or {})
+        self.extra_args = extra_args or []
+        self.env = env or {}
+        self.pod_labels = pod_labels or {}
+        self.pod_annotations = pod_annotations or {}
         self.stuck_policy = StuckPolicy(
             unschedulable_seconds=unschedulable_seconds, container_creating_seconds=container_creating_seconds
         )
@@ -228,13 +232,13 @@ class KanikoBuildOperator(BaseOperator):
             context=self.context,
             destinations=destinations,
             dockerfile=self.dockerfile,
-            build_args=self.build_args,
-            target=self.target,
-            labels=self.labels,
+            build_args=dict(self.build_args or {}),
+            target=self.target or None,
+            labels=dict(self.labels or {}),
             cache=self.cache,
             cache_repo=self.cache_repo,
-            push=self.push,
-            extra_args=self.extra_args,
+            push=bool(self.push),
+            extra_args=list(self.extra_args or []),
         )
         name = job_name(identity)
         settings = JobSettings(
@@ -252,9 +256,9 @@ class KanikoBuildOperator(BaseOperator):
             backoff_limit=self.backoff_limit,
             active_deadline_seconds=self._deadline_seconds(),
             ttl_seconds_after_finished=self.ttl_seconds_after_finished,
-            pod_labels=self.pod_labels,
-            pod_annotations=self.pod_annotations,
-            env=self.env,
+            pod_labels=dict(self.pod_labels or {}),
+            pod_annotations=dict(self.pod_annotations or {}),
+            env=dict(self.env or {}),
         )
         return render_build(build, settings, identity)
 

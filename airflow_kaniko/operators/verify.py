@@ -127,6 +127,7 @@ VERIFY_TEMPLATE_FIELDS: tuple[str, ...] = (
     "digest",
     "docker_config",
     "docker_config_secret",
+    "registry_conn_id",
     "namespace",
     "insecure_registries",
     "expected_platforms",
@@ -179,7 +180,7 @@ class _VerifyFields:
         self.docker_config_secret = docker_config_secret
         self.namespace = namespace
         self.kubernetes_conn_id = kubernetes_conn_id
-        self.insecure_registries = list(insecure_registries or [])
+        self.insecure_registries = insecure_registries or []  # may be an XComArg until rendered
         self.ca_bundle = ca_bundle
         self.expected_platforms = expected_platforms
         self.expected_labels = expected_labels

@@ -18,10 +18,10 @@ from airflow_kaniko.build import KanikoBuild
 from airflow_kaniko.naming import LABEL_PREFIX
 from airflow_kaniko.registry import DockerConfig, RegistryClient
 from airflow_kaniko.status import BuildPhase, BuildStatus, build_status, parse_digest
-from airflow_kaniko.verification import Verdict, plan_verification, verify
-from tests.e2e.helpers import BuildRun, RunBuild, write_context
+from airflow_kaniko.verification import ProblemKind, Verdict, plan_verification, verify
+from tests.e2e.helpers import BuildRun, RunBuild, run_rendered_build, write_context
 from tests.support.kaniko_runner import pod_from_result
-from tests.support.registry import RunningRegistry, free_port
+from tests.support.registry import RunningRegistry, free_port, registry_server
 
 pytestmark = pytest.mark.e2e
 
@@ -156,15 +156,19 @@ def test_multi_stage_build_on_a_local_base_reuses_its_cache(
 
     first = run_build(build, context_dir=context)
     assert first.result.exit_code == 0, first.log
+    assert 'Running: [/bin/sh -c mkdir -p /out && echo "$GREETING from stage one"' in first.log
     assert f"--cache-repo={cache_repo}" in first.args
     assert "Using caching version of cmd" not in first.log
     assert _tags(registry, "cache/multi-stage"), "the first build pushed no layer to --cache-repo"
     first_verdict = _verify(registry, first, expected_labels={"stage": "final"})
     assert first_verdict.ok, first_verdict.message
 
+    cache_tags = _tags(registry, "cache/multi-stage")
     second = run_build(build, context_dir=context)
     assert second.result.exit_code == 0, second.log
     assert "Using caching version of cmd: RUN mkdir -p /out" in second.log, second.log
+    assert "Running: [/bin/sh -c mkdir -p /out" not in second.log  # the RUN did not run again
+    assert _tags(registry, "cache/multi-stage") == cache_tags  # and pushed no new cache layer
     second_verdict = _verify(registry, second, expected_labels={"stage": "final"})
     assert second_verdict.ok, second_verdict.message
     assert second_verdict.digest == parse_digest(second.result.termination_message)
@@ -262,3 +266,55 @@ def test_dockerfile_missing_from_the_context(
     # text. The user sees the error in the streamed log, not in the failure message.
     assert "please provide a valid path to a Dockerfile within the build context" in run.log
     assert status.exit_code == 1
+
+
+def test_a_reported_digest_is_no_proof_of_a_push(
+    run_build: RunBuild, registry: RunningRegistry, tmp_path: Path
+) -> None:
+    """kaniko writes --digest-file before it pushes: only the registry can prove the push."""
+    context = write_context(tmp_path / "context", {"Dockerfile": "FROM scratch\nLABEL pushed=no\n"})
+    destination = f"{registry.host}/team/never-pushed:1"
+    run = run_build(
+        KanikoBuild(context="local:///replaced", destinations=[destination], push=False),
+        context_dir=context,
+    )
+
+    assert run.result.exit_code == 0, run.log
+    assert "--no-push" in run.args
+    status = _finished(run)
+    assert status.phase is BuildPhase.SUCCEEDED and status.digest is not None
+    verdict = _verify(registry, run)
+    assert not verdict.ok
+    assert [p.kind for p in verdict.problems] == [ProblemKind.NOT_FOUND]
+    assert "team/never-pushed" in verdict.message
+
+
+def test_build_against_a_registry_with_token_auth(kaniko_executor: Path, tmp_path: Path) -> None:
+    """Bearer tokens from a token service (as Harbor, GitLab or Docker Hub do), TLS as before."""
+    context = write_context(
+        tmp_path / "context",
+        {"Dockerfile": "FROM scratch\nCOPY note.txt /note.txt\n", "note.txt": "token auth\n"},
+    )
+    with registry_server(tmp_path / "token-registry", auth="token", tls=True) as token_registry:
+        destination = f"{token_registry.host}/team/token-app:1"
+        run = run_rendered_build(
+            KanikoBuild(context="local:///replaced", destinations=[destination]),
+            executor=kaniko_executor,
+            registry=token_registry,
+            workdir=tmp_path,
+            context_dir=context,
+        )
+        assert run.result.exit_code == 0, run.log
+        verdict = _verify(token_registry, run)
+        assert verdict.ok, verdict.message
+        assert verdict.digest == parse_digest(run.result.termination_message)
+        issuer = token_registry.token_issuer
+        assert issuer is not None
+        pushes = [
+            scope
+            for request in issuer.requests
+            if request["accepted"] and request["user"] == token_registry.username
+            for scope in request["scopes"]
+            if scope.startswith("repository:team/token-app:") and "push" in scope.rsplit(":", 1)[1].split(",")
+        ]
+        assert pushes, issuer.requests  # kaniko got its push token from the token service

@@ -89,7 +89,9 @@ def token_tls_registry(registry_prerequisites: None, registry_dir: Path) -> Iter
 def pushed_image(tmp_path: Path) -> object:
     """``pushed_image(registry, "repo:tag", labels=...)`` -> the OciImage now in the registry."""
 
-    def push(registry: RunningRegistry, destination: str, *, index: bool = False, **kwargs: object) -> OciImage:
+    def push(
+        registry: RunningRegistry, destination: str, *, index: bool = False, **kwargs: object
+    ) -> OciImage:
         layout = tmp_path / f"layout-{destination.replace('/', '_').replace(':', '_')}"
         image = (build_index if index else build_image)(layout, labels=LABELS, **kwargs)  # type: ignore[arg-type]
         digest = push_layout(registry, image, destination)

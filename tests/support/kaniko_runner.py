@@ -43,6 +43,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -138,14 +139,34 @@ def kaniko_unavailable_reason() -> str | None:
             return f"missing {binary} (apt-get install -y {package})"
     if shutil.which("go") is None and not _cached_executor_exists():
         return "no Go toolchain to build the kaniko executor and no cached executor"
-    probe = subprocess.run(
-        ["unshare", "--mount", "--pid", "--fork", "--mount-proc", "true"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    # The container root is an overlay mount inside new mount and pid namespaces: try exactly that.
+    with tempfile.TemporaryDirectory(prefix="kaniko-probe-") as tmp:
+        dirs = [Path(tmp, name) for name in ("lower", "upper", "work", "root")]
+        for directory in dirs:
+            directory.mkdir()
+        options = f"lowerdir={dirs[0]},upperdir={dirs[1]},workdir={dirs[2]}"
+        probe = subprocess.run(
+            [
+                "unshare",
+                "--mount",
+                "--pid",
+                "--fork",
+                "--mount-proc",
+                "mount",
+                "-t",
+                "overlay",
+                "overlay",
+                "-o",
+                options,
+                str(dirs[3]),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        shutil.rmtree(dirs[2], ignore_errors=True)
     if probe.returncode != 0:
-        return f"cannot create mount and pid namespaces: {probe.stderr.strip()}"
+        return f"cannot mount an overlay root in new mount and pid namespaces: {probe.stderr.strip()}"
     return None
 
 
@@ -282,10 +303,11 @@ def _write_image(lower: Path, *, executor: Path, ca_certs: Sequence[Path]) -> No
 
 
 # The program that runs as pid 1 of the new pid namespace: mount everything, chroot, exec.
-# It gets a JSON plan on argv[1]; host paths in it are absolute.
+# It gets the path of a JSON plan on argv[1] (a file, not argv: the env may hold secrets).
 _PID1 = r"""
 import json, os, subprocess, sys
-plan = json.loads(sys.argv[1])
+with open(sys.argv[1]) as f:
+    plan = json.load(f)
 root = plan["root"]
 
 def mount(*args):
@@ -331,7 +353,6 @@ def run_job_container(
     container_name: str = "kaniko",
     image: ImageConfig = EXECUTOR_IMAGE,
     timeout: float = 900,
-    keep_upper: bool = False,
 ) -> ContainerResult:
     """Run one container of ``job`` in an isolated root; returns what the kubelet would report.
 
@@ -342,6 +363,11 @@ def run_job_container(
     """
     container = _container(job, container_name)
     pod_spec = job["spec"]["template"]["spec"]
+    user = (container.get("securityContext") or {}).get("runAsUser")
+    if user is None:
+        user = (pod_spec.get("securityContext") or {}).get("runAsUser")
+    if user not in (None, 0):
+        raise NotImplementedError(f"runAsUser {user}: this runner runs containers as root only")
     run_dir = workdir / f"pod-{uuid.uuid4().hex[:8]}"
     lower, upper, work, root, volumes_dir = (
         run_dir / n for n in ("image", "upper", "work", "rootfs", "volumes")
@@ -352,10 +378,11 @@ def run_job_container(
 
     secrets = _index(objects, "Secret")
     env = _container_env(container, image, secrets)
-    command = [_expand(c, env) for c in container.get("command") or image.entrypoint]
+    # $(VAR) in command and args refers to the container's declared env, not the image's.
+    declared = {item["name"]: env[item["name"]] for item in container.get("env") or [] if item["name"] in env}
     # As with a runtime: command replaces the entrypoint; args alone follow the entrypoint.
-    args = container.get("args") or []
-    argv = command + [_expand(a, env) for a in args]
+    command = [_expand(c, declared) for c in container.get("command") or []] or list(image.entrypoint)
+    argv = command + [_expand(a, declared) for a in container.get("args") or []]
 
     termination_path = container.get("terminationMessagePath", "/dev/termination-log")
     termination_file = run_dir / "termination-log"
@@ -398,6 +425,9 @@ def run_job_container(
         "argv": argv,
         "env": env,
     }
+    plan_path = run_dir / "plan.json"
+    plan_path.touch(mode=0o600)
+    plan_path.write_text(json.dumps(plan))
     log_path = run_dir / "container.log"
     started = time.monotonic()
     timed_out = False
@@ -413,7 +443,7 @@ def run_job_container(
                 sys.executable,
                 "-c",
                 _PID1,
-                json.dumps(plan),
+                str(plan_path),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -437,8 +467,8 @@ def run_job_container(
         and container.get("terminationMessagePolicy") == "FallbackToLogsOnError"
     ):
         message = "\n".join(log_text.splitlines()[-_FALLBACK_LINES:])[-_FALLBACK_MAX:]
-    if not keep_upper:
-        shutil.rmtree(work, ignore_errors=True)
+    plan_path.unlink()
+    shutil.rmtree(work, ignore_errors=True)  # overlayfs' scratch dir; upper/ stays for inspection
     return ContainerResult(
         exit_code=exit_code,
         log=log_text,

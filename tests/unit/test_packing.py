@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import io
 import os
+import socket
 import tarfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -391,3 +392,13 @@ def test_result_describes_the_archive(tmp_path: Path) -> None:
     assert result.entries == 4  # Dockerfile, a.txt, d, d/b.txt
     assert result.content_bytes == len("FROM scratch\n") + 5 + 3
     assert result.dockerfile == "Dockerfile" and result.ignore_file is None
+
+
+def test_fifos_are_packed_as_fifos_and_sockets_skipped(tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "ctx", {})
+    os.mkfifo(root / "pipe")  # never opened: packing must not block on it
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(root / "sock"))
+        ms = members(pack_to_bytes(root)[0])
+    assert ms["pipe"].isfifo()
+    assert "sock" not in ms

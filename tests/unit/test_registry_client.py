@@ -48,9 +48,11 @@ def _client(handler: Handler, **kwargs: object) -> tuple[RegistryClient, list[ht
 def _registry(*, digest_header: bool = True, auth: str | None = None) -> Handler:
     def handle(request: httpx.Request) -> httpx.Response:
         path = request.url.path
-        if auth == "basic" and request.headers.get("Authorization") != "Basic " + base64.b64encode(
-            f"bob:{SECRET}".encode()
-        ).decode():
+        if (
+            auth == "basic"
+            and request.headers.get("Authorization")
+            != "Basic " + base64.b64encode(f"bob:{SECRET}".encode()).decode()
+        ):
             return httpx.Response(401, headers={"WWW-Authenticate": 'Basic realm="reg"'})
         if path == "/v2/":
             return httpx.Response(200)
@@ -61,7 +63,9 @@ def _registry(*, digest_header: bool = True, auth: str | None = None) -> Handler
             return httpx.Response(200, headers=headers, content=b"" if request.method == "HEAD" else MANIFEST)
         if path == "/v2/team/app/blobs/sha256:" + "c" * 64:
             return httpx.Response(200, content=CONFIG)
-        return httpx.Response(404, json={"errors": [{"code": "MANIFEST_UNKNOWN", "message": "manifest unknown"}]})
+        return httpx.Response(
+            404, json={"errors": [{"code": "MANIFEST_UNKNOWN", "message": "manifest unknown"}]}
+        )
 
     return handle
 
@@ -104,13 +108,21 @@ def test_not_found_names_the_reference() -> None:
 
 
 def test_basic_auth_is_sent_after_the_challenge() -> None:
-    creds = StaticCredentials({"reg.example.com": Credentials(source="Airflow connection 'reg'", username="bob", password=SECRET)})
+    creds = StaticCredentials(
+        {"reg.example.com": Credentials(source="Airflow connection 'reg'", username="bob", password=SECRET)}
+    )
     client, _, _ = _client(_registry(auth="basic"), credentials=creds)
     assert client.inspect(parse_reference("reg.example.com/team/app:v1")).outcome is Outcome.FOUND
 
 
 def test_refused_basic_credentials_name_the_registry_and_source_not_the_secret() -> None:
-    creds = StaticCredentials({"reg.example.com": Credentials(source="Airflow connection 'reg'", username="bob", password="wrong-" + SECRET)})
+    creds = StaticCredentials(
+        {
+            "reg.example.com": Credentials(
+                source="Airflow connection 'reg'", username="bob", password="wrong-" + SECRET
+            )
+        }
+    )
     client, seen, _ = _client(_registry(auth="basic"), credentials=creds)
     answer = client.inspect(parse_reference("reg.example.com/team/app:v1"))
     assert answer.outcome is Outcome.UNAUTHORIZED
@@ -157,7 +169,9 @@ def test_the_token_is_reused_for_the_same_repository() -> None:
 
 
 def test_a_refused_token_request_is_unauthorized_naming_the_token_service() -> None:
-    creds = StaticCredentials({"docker.io": Credentials(source="docker config /cfg.json", username="u", password=SECRET)})
+    creds = StaticCredentials(
+        {"docker.io": Credentials(source="docker config /cfg.json", username="u", password=SECRET)}
+    )
     client, _, _ = _client(_docker_hub(token_status=401), credentials=creds)
     answer = client.inspect(parse_reference("alpine:3.20"))
     assert answer.outcome is Outcome.UNAUTHORIZED

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -112,20 +113,28 @@ def test_invalid_config_errors_never_quote_the_content() -> None:
     with pytest.raises(InvalidInputError) as not_json:
         DockerConfig.from_json('{"auths": {"r": {"password": "' + SECRET + '"', source="Secret ns/creds")
     assert "Secret ns/creds" in str(not_json.value) and SECRET not in str(not_json.value)
-    config = DockerConfig({"auths": {"r.io": {"auth": base64.b64encode(SECRET.encode()).decode()}}}, source="t")
+    config = DockerConfig(
+        {"auths": {"r.io": {"auth": base64.b64encode(SECRET.encode()).decode()}}}, source="t"
+    )
     with pytest.raises(InvalidInputError) as bad_auth:
         config("r.io")
     assert SECRET not in str(bad_auth.value)
 
 
 def test_credentials_repr_hides_secrets() -> None:
-    creds = Credentials(source="s", username="u", password=SECRET, identity_token=SECRET, registry_token=SECRET)
+    creds = Credentials(
+        source="s", username="u", password=SECRET, identity_token=SECRET, registry_token=SECRET
+    )
     assert SECRET not in repr(creds)
 
 
 def test_static_and_chained_sources() -> None:
-    conn = StaticCredentials({"https://ghcr.io/": Credentials(source="Airflow connection 'ghcr'", username="a")})
-    file = DockerConfig({"auths": {"ghcr.io": {"auth": _auth("b", "x")}, "quay.io": {"auth": _auth("c", "y")}}}, source="f")
+    conn = StaticCredentials(
+        {"https://ghcr.io/": Credentials(source="Airflow connection 'ghcr'", username="a")}
+    )
+    file = DockerConfig(
+        {"auths": {"ghcr.io": {"auth": _auth("b", "x")}, "quay.io": {"auth": _auth("c", "y")}}}, source="f"
+    )
     lookup = chain_credentials(conn, None, file)
     first, second = lookup("ghcr.io"), lookup("quay.io")
     assert first is not None and first.username == "a"
@@ -133,6 +142,6 @@ def test_static_and_chained_sources() -> None:
     assert lookup("docker.io") is None
 
 
-def test_unreadable_file_names_the_path(tmp_path: pytest.TempPathFactory) -> None:
-    with pytest.raises(InvalidInputError, match="nope.json"):
+def test_unreadable_file_names_the_path(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInputError, match=r"nope\.json"):
         DockerConfig.from_file(f"{tmp_path}/nope.json")

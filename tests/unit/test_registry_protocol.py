@@ -30,8 +30,10 @@ from airflow_kaniko.registry import (
 
 def test_bearer_challenge_keeps_commas_inside_quoted_scope() -> None:
     [challenge] = parse_challenges(
-        ['Bearer realm="https://auth.example.com/token",service="registry.example.com",'
-         'scope="repository:team/app:pull,push",error="insufficient_scope"']
+        [
+            'Bearer realm="https://auth.example.com/token",service="registry.example.com",'
+            'scope="repository:team/app:pull,push",error="insufficient_scope"'
+        ]
     )
     assert challenge.scheme == "bearer"
     assert challenge.realm == "https://auth.example.com/token"
@@ -41,13 +43,17 @@ def test_bearer_challenge_keeps_commas_inside_quoted_scope() -> None:
 
 
 def test_several_challenges_in_one_header_and_bearer_is_preferred() -> None:
-    challenges = parse_challenges(['Basic realm="Registry Realm", Bearer realm="https://a/token",service=reg'])
+    challenges = parse_challenges(
+        ['Basic realm="Registry Realm", Bearer realm="https://a/token",service=reg']
+    )
     assert [c.scheme for c in challenges] == ["basic", "bearer"]
     assert choose_challenge(challenges) == Challenge("bearer", {"realm": "https://a/token", "service": "reg"})
 
 
 def test_basic_is_chosen_when_it_is_the_only_supported_scheme() -> None:
-    assert choose_challenge(parse_challenges(['Negotiate', 'Basic realm="x"'])) == Challenge("basic", {"realm": "x"})
+    assert choose_challenge(parse_challenges(["Negotiate", 'Basic realm="x"'])) == Challenge(
+        "basic", {"realm": "x"}
+    )
     assert choose_challenge(parse_challenges(["Negotiate"])) is None
 
 
@@ -97,7 +103,9 @@ def test_token_request_with_identity_token_is_an_oauth2_refresh_grant() -> None:
 
 
 def test_anonymous_token_request_sends_no_authorization() -> None:
-    challenge = Challenge("bearer", {"realm": "https://auth.docker.io/token", "service": "registry.docker.io"})
+    challenge = Challenge(
+        "bearer", {"realm": "https://auth.docker.io/token", "service": "registry.docker.io"}
+    )
     request = token_request(challenge, scope="repository:library/alpine:pull", credentials=None)
     assert "Authorization" not in request.headers
 

@@ -51,7 +51,10 @@ def test_mismatch_says_when_the_digest_was_computed_from_the_body() -> None:
 def test_not_found_names_the_reference() -> None:
     verdict = verify(
         reported_digest=D1,
-        answers=[found("reg.io/app:1"), failed("reg.io/app:2", Outcome.NOT_FOUND, "reg.io/app:2 was not found in registry reg.io")],
+        answers=[
+            found("reg.io/app:1"),
+            failed("reg.io/app:2", Outcome.NOT_FOUND, "reg.io/app:2 was not found in registry reg.io"),
+        ],
     )
     assert [p.kind for p in verdict.problems] == [ProblemKind.NOT_FOUND]
     assert "reg.io/app:2" in verdict.message and verdict.retryable
@@ -117,7 +120,11 @@ def test_labels_are_checked_in_every_platform_config() -> None:
         ImageConfig(manifest_digest=D1, platform="linux/amd64", labels={"team": "data"}),
         ImageConfig(manifest_digest=D2, platform="linux/arm64", labels={"team": "web"}),
     )
-    verdict = verify(reported_digest=D1, answers=[found("reg.io/app:1", configs=configs)], expected_labels={"team": "data", "tier": "1"})
+    verdict = verify(
+        reported_digest=D1,
+        answers=[found("reg.io/app:1", configs=configs)],
+        expected_labels={"team": "data", "tier": "1"},
+    )
     messages = [p.message for p in verdict.problems]
     assert any("linux/arm64" in m and "'web'" in m and "'data'" in m for m in messages)
     assert sum("'tier' is missing" in m for m in messages) == 2
@@ -126,8 +133,13 @@ def test_labels_are_checked_in_every_platform_config() -> None:
 
 
 def test_plan_from_the_build_xcom_as_dict_or_rendered_text() -> None:
-    xcom = {"image": f"reg.io/app@{D1}", "digest": D1, "destinations": ["reg.io/app:1", "reg.io/app:latest"],
-            "job_name": "kaniko-x", "namespace": "builds"}
+    xcom = {
+        "image": f"reg.io/app@{D1}",
+        "digest": D1,
+        "destinations": ["reg.io/app:1", "reg.io/app:latest"],
+        "job_name": "kaniko-x",
+        "namespace": "builds",
+    }
     refs, digest = plan_verification(build=xcom)
     assert [str(r) for r in refs] == ["reg.io/app:1", "reg.io/app:latest"] and digest == D1
     assert plan_verification(build=str(xcom)) == (refs, D1)  # Airflow renders a dict template as its repr

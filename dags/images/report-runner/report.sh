@@ -1,0 +1,2 @@
+#!/bin/sh
+echo "report for ${1:-today}: $(date -u)"
