@@ -33,6 +33,7 @@ __all__ = [
     "normalize_platform",
     "parse_labels",
     "plan_verification",
+    "read_build_xcom",
     "validate_digest",
     "verify",
 ]
@@ -256,7 +257,7 @@ def _as_list(value: str | Sequence[str] | None) -> list[str]:
     return [str(v) for v in value]
 
 
-def _build_mapping(build: Mapping[str, Any] | str) -> Mapping[str, Any]:
+def read_build_xcom(build: Mapping[str, Any] | str) -> Mapping[str, Any]:
     """The build operator's XCom, whether Airflow rendered it as a dict or as its text."""
     if isinstance(build, Mapping):
         return build
@@ -288,7 +289,7 @@ def plan_verification(
     texts = _as_list(references)
     reported = digest or None
     if build is not None and build != "":
-        result = _build_mapping(build)
+        result = read_build_xcom(build)
         if not texts:
             texts = _as_list(result.get("destinations"))
             if not texts and result.get("image"):

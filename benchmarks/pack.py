@@ -168,6 +168,12 @@ def main() -> int:
             f"ours     : best {best_ours:6.2f}s  ({', '.join(f'{t:.2f}' for t in ours_times)})  "
             f"{result.size / MB:7.1f} MiB  sha256 {result.sha256[:16]}...  {result.entries} entries"
         )
+        if single_times:
+            best_single = min(single_times)
+            print(
+                f"ours, 1 thread: best {best_single:6.2f}s  ({', '.join(f'{t:.2f}' for t in single_times)})  "
+                f"same bytes; ratio tar/ours-1-thread {best_tar / best_single:.2f}x"
+            )
         print(
             f"ratio tar/ours: {best_tar / best_ours:.2f}x ({'faster' if best_ours < best_tar else 'slower'})"
         )

@@ -16,12 +16,12 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_kaniko.errors import InvalidInputError, VerificationError
 from airflow_kaniko.reference import ImageReference
 from airflow_kaniko.registry import CredentialSource, DockerConfig, RegistryClient, chain_credentials
-from airflow_kaniko.verification import Verdict, parse_labels, plan_verification, verify
+from airflow_kaniko.verification import Verdict, parse_labels, plan_verification, read_build_xcom, verify
+from airflow_kaniko.version_compat import AirflowFailException
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -192,8 +192,8 @@ class _VerifyFields:
         )
         labels = parse_labels(self.expected_labels)
         namespace = self.namespace
-        if not namespace and isinstance(self.build, Mapping):
-            namespace = self.build.get("namespace")
+        if not namespace and self.build:
+            namespace = read_build_xcom(self.build).get("namespace")
         credentials = registry_credentials(
             registry_conn_id=self.registry_conn_id,
             docker_config=self.docker_config,

@@ -12,7 +12,6 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
-from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_kaniko.operators.verify import (
     VERIFY_TEMPLATE_FIELDS,
@@ -20,6 +19,7 @@ from airflow_kaniko.operators.verify import (
     _VerifyFields,
     verified_result,
 )
+from airflow_kaniko.version_compat import AirflowFailException
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

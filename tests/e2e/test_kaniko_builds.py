@@ -21,7 +21,7 @@ from airflow_kaniko.status import BuildPhase, BuildStatus, build_status, parse_d
 from airflow_kaniko.verification import ProblemKind, Verdict, plan_verification, verify
 from tests.e2e.helpers import BuildRun, RunBuild, run_rendered_build, write_context
 from tests.support.kaniko_runner import pod_from_result
-from tests.support.registry import RunningRegistry, free_port, registry_server
+from tests.support.registry import RunningRegistry, free_port, registry_server, registry_unavailable_reason
 
 pytestmark = pytest.mark.e2e
 
@@ -291,6 +291,9 @@ def test_a_reported_digest_is_no_proof_of_a_push(
 
 def test_build_against_a_registry_with_token_auth(kaniko_executor: Path, tmp_path: Path) -> None:
     """Bearer tokens from a token service (as Harbor, GitLab or Docker Hub do), TLS as before."""
+    reason = registry_unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"kaniko e2e tier: registry prerequisites: {reason}")
     context = write_context(
         tmp_path / "context",
         {"Dockerfile": "FROM scratch\nCOPY note.txt /note.txt\n", "note.txt": "token auth\n"},

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from airflow.sdk import PokeReturnValue
-from airflow.sdk.exceptions import AirflowFailException
+from airflow_kaniko.version_compat import AirflowFailException
 
 from airflow_kaniko.errors import VerificationError
 from airflow_kaniko.operators.verify import KanikoVerifyOperator

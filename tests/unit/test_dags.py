@@ -13,7 +13,10 @@ DAGS = Path(__file__).resolve().parents[2] / "dags"
 def dagbag():  # type: ignore[no-untyped-def]
     import sys
 
-    from airflow.dag_processing.dagbag import DagBag
+    try:
+        from airflow.dag_processing.dagbag import DagBag
+    except ImportError:  # Airflow 3.1
+        from airflow.models.dagbag import DagBag  # type: ignore[no-redef]
 
     # Airflow puts its dags folder on sys.path, which is how the DAGs import _settings.
     sys.path.insert(0, str(DAGS))
@@ -35,7 +38,8 @@ def test_each_dag_documents_itself_and_retries(dagbag) -> None:  # type: ignore[
 
 def test_nightly_is_a_mapped_matrix_prepare_build_verify(dagbag) -> None:  # type: ignore[no-untyped-def]
     dag = dagbag.dags.get("kaniko_nightly_images")
-    assert dag.timetable.expression == "0 2 * * *"
+    timetable = dag.timetable
+    assert (getattr(timetable, "expression", None) or timetable.summary) == "0 2 * * *"
     assert {"prepare", "build", "verify"} <= set(dag.task_ids)
     assert "prepare" in dag.get_task("build").upstream_task_ids
     assert "build" in dag.get_task("verify").upstream_task_ids

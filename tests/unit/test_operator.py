@@ -8,11 +8,11 @@ import json
 from typing import Any
 
 import pytest
-from airflow.sdk.exceptions import TaskDeferred
 
 from airflow_kaniko.errors import BuildFailedError, InvalidInputError
 from airflow_kaniko.operators.build import KanikoBuildOperator
 from airflow_kaniko.triggers import KanikoJobTrigger
+from airflow_kaniko.version_compat import TaskDeferred
 from tests.support.fake_kube import FakeKube
 from tests.unit.conftest import (
     DIGEST,
