@@ -216,6 +216,8 @@ def _kaniko_args(build: KanikoBuild, destinations: list[str], plan: ContextPlan)
     # kaniko writes the digest before it pushes; verification (registry.py) proves the push.
     args.append(f"--digest-file={TERMINATION_LOG}")
     args += [f"--push-retry={build.push_retry}", f"--image-download-retry={build.image_download_retry}"]
+    # Plain text: the default colour codes would end up in the termination message and the task log.
+    args.append("--log-format=text")
     args += list(build.extra_args)
     return args
 
