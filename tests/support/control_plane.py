@@ -448,6 +448,7 @@ class ControlPlane:
         workdir: Path | None = None,
         keep_workdir: bool = False,
         startup_timeout: float = 120.0,
+        audit: bool = False,
     ) -> None:
         self.bin_dir = Path(bin_dir)
         self.node_names = [f"kwok-node-{i}" for i in range(nodes)]
@@ -456,6 +457,10 @@ class ControlPlane:
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="airflow-kaniko-cp-"))
         self.keep_workdir = keep_workdir
         self.startup_timeout = startup_timeout
+        #: With ``audit=True`` kube-apiserver writes one JSON line per request to ``audit_log``
+        #: (benchmarks count requests per build from it; see ``api_requests``).
+        self.audit = audit
+        self.audit_log = self.workdir / "audit.log"
         self.logs_dir = self.workdir / "logs"
         self.pod_logs_dir = self.workdir / "pod-logs"
         self.kubeconfig = self.workdir / "admin.kubeconfig"
@@ -752,6 +757,7 @@ class ControlPlane:
                 # the Hostname address may resolve to ::1 where kwok does not listen.
                 "--kubelet-preferred-address-types=InternalIP",
                 "--profiling=false",
+                *self._audit_flags(),
             ],
             env,
         )
@@ -832,6 +838,53 @@ class ControlPlane:
             )
         self._wait_default_service_account("default", timeout=self.startup_timeout)
         self.timings["controllers"] = time.monotonic() - phase
+
+    def _audit_flags(self) -> list[str]:
+        if not self.audit:
+            return []
+        policy = self.workdir / "audit-policy.yaml"
+        policy.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "audit.k8s.io/v1",
+                    "kind": "Policy",
+                    # One event per request, written when the response is complete (for a watch:
+                    # when the watch ends).
+                    "omitStages": ["RequestReceived", "ResponseStarted"],
+                    "rules": [{"level": "Metadata"}],
+                }
+            )
+        )
+        return [
+            f"--audit-policy-file={policy}",
+            f"--audit-log-path={self.audit_log}",
+            "--audit-log-format=json",
+            "--audit-log-maxsize=0",
+        ]
+
+    def api_requests(
+        self, *, namespace: str | None = None, clients_only: bool = True
+    ) -> list[dict[str, Any]]:
+        """Audit events (one per finished request), optionally of one namespace.
+
+        ``clients_only`` drops the control plane's own components (they share the admin
+        certificate, so they are told apart by user agent) and keeps what tests and Airflow sent.
+        A watch still open has no event yet.
+        """
+        if not self.audit:
+            raise ControlPlaneError("start the control plane with audit=True to count API requests")
+        components = ("kube-controller-manager", "kube-scheduler", "kwok", "kube-apiserver")
+        events = []
+        with contextlib.suppress(FileNotFoundError), self.audit_log.open(encoding="utf-8") as f:
+            for line in f:
+                event = json.loads(line)
+                if namespace is not None and (event.get("objectRef") or {}).get("namespace") != namespace:
+                    continue
+                agent = str(event.get("userAgent") or "")
+                if clients_only and (agent.startswith(components) or "/leader-election" in agent):
+                    continue
+                events.append(event)
+        return events
 
     def _add(self, name: str, args: list[str], env: dict[str, str]) -> None:
         self._processes[name] = _Process(name, args, self.logs_dir / f"{name}.log", env)
