@@ -10,6 +10,9 @@ Variables (all optional):
 - ``kaniko_insecure_registries``: JSON list of plain-HTTP registries (default: the registry above)
 - ``kaniko_extra_args``: JSON list of kaniko flags (default ``["--insecure", "--insecure-pull"]``
   for the compose stack's plain-HTTP registry; set ``[]`` for a TLS registry)
+- ``kaniko_pod_annotations``: JSON object of annotations for the build pods (e.g. a cost
+  centre, ``sidecar.istio.io/inject: "false"``); ``pipeline_pod_annotations`` likewise for the
+  data pipeline's report pod
 - ``kaniko_context_upload_to``: object-storage URL for packed contexts, e.g. ``s3://bucket/ctx``
   (default: none, small contexts travel in a ConfigMap)
 """

@@ -36,6 +36,8 @@ def targets(run_id: str | None = None) -> dict[str, Any]:
     return {
         "destinations": [f"{registry}/report-runner:{tag}"],
         "extra_args": json.loads(Variable.get("kaniko_extra_args", default=json.dumps(INSECURE_KANIKO_ARGS))),
+        "pod_annotations": json.loads(Variable.get("kaniko_pod_annotations", default="{}")),
+        "report_annotations": json.loads(Variable.get("pipeline_pod_annotations", default="{}")),
         "insecure_registries": json.loads(Variable.get("kaniko_insecure_registries", default=json.dumps([registry]))),
     }
 
@@ -62,6 +64,7 @@ with DAG(
         namespace=NAMESPACE,
         registry_conn_id=REGISTRY_CONN_ID,
         extra_args=where["extra_args"],
+        pod_annotations=where["pod_annotations"],
         execution_timeout=pendulum.duration(minutes=30),
     )
     verify = KanikoVerifyOperator(
@@ -78,6 +81,7 @@ with DAG(
         namespace=NAMESPACE,
         image="{{ ti.xcom_pull(task_ids='build')['image'] }}",
         arguments=["{{ ds }}"],
+        annotations=where["report_annotations"],
         get_logs=True,
         on_finish_action="delete_pod",
     )

@@ -38,6 +38,7 @@ def plan(params: dict[str, Any] | None = None) -> dict[str, Any]:
         "target": params["target"] or None,
         "push": bool(params["push"]),
         "extra_args": json.loads(Variable.get("kaniko_extra_args", default=json.dumps(INSECURE_KANIKO_ARGS))),
+        "pod_annotations": json.loads(Variable.get("kaniko_pod_annotations", default="{}")),
         "insecure_registries": json.loads(Variable.get("kaniko_insecure_registries", default=json.dumps([registry]))),
     }
 
@@ -81,6 +82,7 @@ with DAG(
         namespace=NAMESPACE,
         registry_conn_id=REGISTRY_CONN_ID,
         extra_args=args["extra_args"],
+        pod_annotations=args["pod_annotations"],
         execution_timeout=pendulum.duration(hours=1),
     )
     verify = KanikoVerifyOperator(

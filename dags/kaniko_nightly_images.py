@@ -39,6 +39,7 @@ def image_matrix(ds_nodash: str | None = None) -> list[dict[str, Any]]:
     images = json.loads(Variable.get("kaniko_nightly_images", default=json.dumps(default)))
     registry = Variable.get("kaniko_registry", default="registry:5000")
     flags = json.loads(Variable.get("kaniko_extra_args", default=json.dumps(INSECURE_KANIKO_ARGS)))
+    annotations = json.loads(Variable.get("kaniko_pod_annotations", default="{}"))
     insecure = json.loads(Variable.get("kaniko_insecure_registries", default=json.dumps([registry])))
     return [
         {
@@ -48,6 +49,7 @@ def image_matrix(ds_nodash: str | None = None) -> list[dict[str, Any]]:
             "build_args": {"VERSION": f"nightly-{ds_nodash}", **image.get("build_args", {})},
             "extra_args": flags,
             "insecure_registries": insecure,
+            "pod_annotations": annotations,
         }
         for image in images
     ]
@@ -70,6 +72,7 @@ def _build_kwargs(pair: tuple[dict[str, Any], str]) -> dict[str, Any]:
         "destinations": spec["destinations"],
         "build_args": spec["build_args"],
         "extra_args": spec["extra_args"],
+        "pod_annotations": spec["pod_annotations"],
     }
 
 
