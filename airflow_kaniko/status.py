@@ -21,6 +21,8 @@ __all__ = [
     "Reason",
     "StuckPolicy",
     "build_status",
+    "explain",
+    "kaniko_error_line",
     "parse_digest",
     "should_delete",
     "status_from_event",
@@ -335,3 +337,26 @@ def should_delete(policy: CleanupPolicy, status: BuildStatus) -> bool:
     if status.phase is BuildPhase.SUCCEEDED:
         return policy is not CleanupPolicy.KEEP
     return policy is CleanupPolicy.DELETE
+
+
+_LOG_ERROR = re.compile(r"^(Error: .+|.*level=(?:error|fatal) .+)$")
+
+
+def kaniko_error_line(log: str) -> str | None:
+    """The last error kaniko logged: its own ``Error: ...`` line or a ``level=error|fatal`` entry.
+
+    kaniko prints its usage text after some errors (a missing Dockerfile), which then fills the
+    termination message's 2 KiB tail; the error line itself is only in the full log.
+    """
+    for line in reversed(log.splitlines()):
+        if _LOG_ERROR.match(line.strip()):
+            return line.strip()
+    return None
+
+
+def explain(status: BuildStatus, log: str | None) -> str:
+    """The status message, plus kaniko's own error line when the message does not carry it."""
+    line = kaniko_error_line(log or "") if status.phase is BuildPhase.FAILED else None
+    if line and line not in status.message:
+        return f"{status.message}; kaniko: {line}"
+    return status.message

@@ -35,6 +35,7 @@ from airflow_kaniko.status import (
     BuildStatus,
     CleanupPolicy,
     StuckPolicy,
+    explain,
     should_delete,
     status_from_event,
 )
@@ -397,6 +398,7 @@ class KanikoBuildOperator(BaseOperator):
         job: JSON | None = None
         if status.phase is BuildPhase.SUCCEEDED:
             job = cluster.read_snapshot(self.namespace, name).job
+        log = self._failed_pod_log(cluster, status)  # before cleanup takes the pod away
         if should_delete(self.cleanup, status):
             self._delete(cluster, name)
         if status.phase is BuildPhase.SUCCEEDED and job is not None and status.digest:
@@ -404,8 +406,18 @@ class KanikoBuildOperator(BaseOperator):
             self.log.info("built %s", result["image"])
             return result
         raise BuildFailedError(
-            f"kaniko build {self.namespace}/{name} {status.phase.value} ({status.reason.value}): {status.message}"
+            f"kaniko build {self.namespace}/{name} {status.phase.value} ({status.reason.value}): {explain(status, log)}"
         )
+
+    def _failed_pod_log(self, cluster: SyncCluster, status: BuildStatus) -> str | None:
+        if status.phase is not BuildPhase.FAILED or not status.pod_name:
+            return None
+        try:
+            return cluster.read_log(
+                self.namespace, status.pod_name, KANIKO_CONTAINER, tail_lines=RESUME_LOG_LINES
+            )
+        except Exception:  # the pod may be gone already; the status message stands on its own
+            return None
 
     def _delete(self, cluster: SyncCluster, name: str) -> None:
         try:

@@ -10,10 +10,17 @@ from typing import TYPE_CHECKING, Any
 from airflow.configuration import conf
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
-from airflow_kaniko.build import build_result
+from airflow_kaniko.build import KANIKO_CONTAINER, build_result
 from airflow_kaniko.errors import BuildFailedError
 from airflow_kaniko.hooks import KanikoClusterHook
-from airflow_kaniko.status import BuildPhase, BuildStatus, StuckPolicy, build_status, status_from_event
+from airflow_kaniko.status import (
+    BuildPhase,
+    BuildStatus,
+    StuckPolicy,
+    build_status,
+    explain,
+    status_from_event,
+)
 from airflow_kaniko.triggers import KanikoJobTrigger
 
 if TYPE_CHECKING:
@@ -108,8 +115,17 @@ class KanikoJobSensor(BaseSensorOperator):
             return False
         if status.phase is BuildPhase.SUCCEEDED and job is not None and status.digest:
             return PokeReturnValue(is_done=True, xcom_value=build_result(job, digest=status.digest))
+        log = None
+        if status.phase is BuildPhase.FAILED and status.pod_name:
+            try:
+                log = self.hook.sync_cluster().read_log(
+                    self.namespace, status.pod_name, KANIKO_CONTAINER, tail_lines=2000
+                )
+            except Exception:  # the pod may be gone; the status message stands on its own
+                log = None
         raise BuildFailedError(
-            f"kaniko build {self.namespace}/{self.job_name} {status.phase.value} ({status.reason.value}): {status.message}"
+            f"kaniko build {self.namespace}/{self.job_name} {status.phase.value} ({status.reason.value}): "
+            f"{explain(status, log)}"
         )
 
     def execute_complete(self, context: Context, event: Mapping[str, Any]) -> Any:

@@ -62,6 +62,7 @@ STAGES_FILE = REPO_ROOT / "tests" / "cluster" / "kwok" / "stages.yaml"
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
+CONTROL_PLANE_AGENT = "airflow-kaniko-test-control-plane"
 
 T = TypeVar("T")
 
@@ -873,7 +874,13 @@ class ControlPlane:
         """
         if not self.audit:
             raise ControlPlaneError("start the control plane with audit=True to count API requests")
-        components = ("kube-controller-manager", "kube-scheduler", "kwok", "kube-apiserver")
+        components = (
+            "kube-controller-manager",
+            "kube-scheduler",
+            "kwok",
+            "kube-apiserver",
+            CONTROL_PLANE_AGENT,
+        )
         events = []
         with contextlib.suppress(FileNotFoundError), self.audit_log.open(encoding="utf-8") as f:
             for line in f:
@@ -928,6 +935,8 @@ class ControlPlane:
     def _client(self) -> Any:
         if self._api_client is None:
             self._api_client = self.api_client()
+            # Told apart from the tests' and Airflow's requests in the audit log.
+            self._api_client.user_agent = CONTROL_PLANE_AGENT
         return self._api_client
 
     def _install_kwok_crds(self) -> None:

@@ -64,7 +64,9 @@ class _SyncResponse:
 
 
 class _AsyncResponse:
-    def __init__(self, data: bytes | None = None, watch: _Watch | None = None, kube: FakeKube | None = None) -> None:
+    def __init__(
+        self, data: bytes | None = None, watch: _Watch | None = None, kube: FakeKube | None = None
+    ) -> None:
         self._data = data
         self._watch = watch
         self._kube = kube
@@ -175,7 +177,10 @@ class FakeKube:
     def expire_watches(self) -> None:
         """Answer the open watches with 410 Gone, as an apiserver does when history is compacted."""
         self.gone_before = self.version + 1
-        gone = (json.dumps({"type": "ERROR", "object": {"kind": "Status", "code": 410, "message": "too old"}}) + "\n").encode()
+        gone = (
+            json.dumps({"type": "ERROR", "object": {"kind": "Status", "code": 410, "message": "too old"}})
+            + "\n"
+        ).encode()
         for w in list(self.watches):
             w.loop.call_soon_threadsafe(w.queue.put_nowait, gone)
             w.loop.call_soon_threadsafe(w.queue.put_nowait, None)
@@ -211,15 +216,21 @@ class FakeKube:
                 return None, query
             with self.lock:
                 items = self.list(kind, namespace, query)
-                return {"kind": "List", "metadata": {"resourceVersion": str(self.version)}, "items": items}, query
+                return {
+                    "kind": "List",
+                    "metadata": {"resourceVersion": str(self.version)},
+                    "items": items,
+                }, query
         if method == "GET":
             obj = self.get(kind, namespace, name or "")
             if obj is None:
                 raise FakeApiException(404, f'{kind} "{name}" not found')
             return obj, query
         if method == "PATCH":
+
             def merge(obj: JSON) -> None:
                 obj["spec"].update(body["spec"])
+
             obj = self.update(kind, namespace, name or "", merge)
             for hook in self.on_create:
                 hook(kind, obj)
@@ -259,8 +270,15 @@ class FakeAsyncApiClient:
                 # Replay what changed since the requested version, like a real watch cache.
                 since = int(query["resourceVersion"])
                 for (k, ns, _), obj in sorted(self.kube.objects.items()):
-                    if k == watch.kind and ns == watch.namespace and _matches(obj, query) and int(obj["metadata"]["resourceVersion"]) > since:
-                        watch.queue.put_nowait((json.dumps({"type": "MODIFIED", "object": obj}) + "\n").encode())
+                    if (
+                        k == watch.kind
+                        and ns == watch.namespace
+                        and _matches(obj, query)
+                        and int(obj["metadata"]["resourceVersion"]) > since
+                    ):
+                        watch.queue.put_nowait(
+                            (json.dumps({"type": "MODIFIED", "object": obj}) + "\n").encode()
+                        )
                 self.kube.watches.append(watch)
             return _AsyncResponse(watch=watch, kube=self.kube)
         answer, _ = self.kube.handle(resource_path, method, kwargs)
@@ -276,7 +294,10 @@ class FakeAsyncApiClient:
 def pod_for(job: JSON, index: int = 0) -> JSON:
     name = f"{job['metadata']['name']}-{index}"
     template = job["spec"]["template"]
-    labels = {**template["metadata"].get("labels", {}), "batch.kubernetes.io/job-name": job["metadata"]["name"]}
+    labels = {
+        **template["metadata"].get("labels", {}),
+        "batch.kubernetes.io/job-name": job["metadata"]["name"],
+    }
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -285,7 +306,9 @@ def pod_for(job: JSON, index: int = 0) -> JSON:
             "namespace": job["metadata"]["namespace"],
             "labels": labels,
             "creationTimestamp": now_iso(index),
-            "ownerReferences": [{"kind": "Job", "name": job["metadata"]["name"], "uid": job["metadata"]["uid"]}],
+            "ownerReferences": [
+                {"kind": "Job", "name": job["metadata"]["name"], "uid": job["metadata"]["uid"]}
+            ],
         },
         "spec": copy.deepcopy(template["spec"]),
         "status": {"phase": "Pending", "startTime": now_iso()},
@@ -296,18 +319,26 @@ def container_state(state: JSON) -> list[JSON]:
     return [{"name": "kaniko", "state": state}]
 
 
-def set_pod(kube: FakeKube, namespace: str, pod: str, *, phase: str, state: JSON, conditions: list[JSON] | None = None) -> None:
+def set_pod(
+    kube: FakeKube, namespace: str, pod: str, *, phase: str, state: JSON, conditions: list[JSON] | None = None
+) -> None:
     def mutate(obj: JSON) -> None:
         obj["status"]["phase"] = phase
         obj["status"]["containerStatuses"] = container_state(state)
         if conditions is not None:
             obj["status"]["conditions"] = conditions
+
     kube.update("pods", namespace, pod, mutate)
 
 
-def set_job_condition(kube: FakeKube, namespace: str, job: str, kind: str, reason: str = "", message: str = "", **counts: int) -> None:
+def set_job_condition(
+    kube: FakeKube, namespace: str, job: str, kind: str, reason: str = "", message: str = "", **counts: int
+) -> None:
     def mutate(obj: JSON) -> None:
         status = obj.setdefault("status", {})
-        status.setdefault("conditions", []).append({"type": kind, "status": "True", "reason": reason, "message": message})
+        status.setdefault("conditions", []).append(
+            {"type": kind, "status": "True", "reason": reason, "message": message}
+        )
         status.update(counts)
+
     kube.update("jobs", namespace, job, mutate)

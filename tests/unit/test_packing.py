@@ -52,7 +52,11 @@ def packed_files(root: Path, ignore: str, files: list[str]) -> set[str]:
 
 
 def test_same_content_gives_same_bytes_whatever_mtimes_owners_and_location(tmp_path: Path) -> None:
-    files: dict[str, str | bytes] = {"app/main.py": "print('hi')\n", "app/data.bin": os.urandom(3000), "README.md": "# x\n"}
+    files: dict[str, str | bytes] = {
+        "app/main.py": "print('hi')\n",
+        "app/data.bin": os.urandom(3000),
+        "README.md": "# x\n",
+    }
     a = make_tree(tmp_path / "a", files)
     b = make_tree(tmp_path / "elsewhere" / "b", files)
     for path in b.rglob("*"):

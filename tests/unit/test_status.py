@@ -122,3 +122,13 @@ def test_attempt_decisions() -> None:
     assert decide_attempt([running], job_name_for_try="t2").action is Action.REATTACH
     assert decide_attempt([failed], job_name_for_try="t1").action is Action.FAIL
     assert decide_attempt([failed], job_name_for_try="t2") .action is Action.CREATE
+
+
+def test_error_line_is_found_behind_usage_text() -> None:
+    from airflow_kaniko.status import BuildStatus, explain, kaniko_error_line
+
+    log = 'time="t" level=info msg="Retrieving image manifest"\nError: error resolving dockerfile path: please provide a valid path\nUsage:\n  executor [flags]\n      --build-arg multi-arg\n'
+    assert kaniko_error_line(log) == "Error: error resolving dockerfile path: please provide a valid path"
+    failed = BuildStatus(phase=BuildPhase.FAILED, reason=Reason.BACKOFF_LIMIT_EXCEEDED, message="exit code 1: Usage: ...")
+    assert "error resolving dockerfile path" in explain(failed, log)
+    assert explain(failed, "nothing to see") == failed.message
