@@ -535,21 +535,21 @@ class ControlPlane:
         if self._own_workdir and not self.keep_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def describe_failure(self) -> str:
+    def describe_failure(self, *, lines: int = 60) -> str:
+        """Each component's state and the last ``lines`` of its log."""
         parts = [f"control plane work directory: {self.workdir}"]
         for name, proc in self._processes.items():
-            state = (
-                "running"
-                if proc.alive()
-                else f"exited ({proc.popen.returncode})"
-                if proc.popen
-                else "stopped"
-            )
-            parts.append(f"----- {name}: {state}; last lines of {proc.log} -----\n{proc.tail()}")
+            if proc.alive():
+                state = "running"
+            elif proc.popen is not None:
+                state = f"exited ({proc.popen.returncode})"
+            else:
+                state = "stopped"
+            parts.append(f"----- {name}: {state}; last lines of {proc.log} -----\n{proc.tail(lines)}")
         return "\n".join(parts)
 
     def print_logs(self, *, lines: int = 60, file: Any = None) -> None:
-        print(self.describe_failure() if lines else "", file=file or sys.stderr)
+        print(self.describe_failure(lines=lines), file=file or sys.stderr)
 
     def pids(self) -> dict[str, int]:
         return {n: p.popen.pid for n, p in self._processes.items() if p.popen is not None}
