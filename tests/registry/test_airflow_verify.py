@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 from airflow.sdk import PokeReturnValue
-from airflow_kaniko.version_compat import AirflowFailException
 
 from airflow_kaniko.errors import VerificationError
 from airflow_kaniko.operators.verify import KanikoVerifyOperator
 from airflow_kaniko.sensors.registry import RegistryImageSensor
+from airflow_kaniko.version_compat import AirflowFailException
 from tests.support.registry import OciImage, RunningRegistry, build_image, push_layout
 
 Push = Callable[..., OciImage]

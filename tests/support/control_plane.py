@@ -354,6 +354,19 @@ def _free_ports(count: int) -> list[int]:
             s.close()
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the process that started us dies (even by SIGKILL).
+
+    Linux delivers it when the *thread* that forked exits, so start and restart components from
+    a thread that lives as long as the control plane (pytest's main thread does).
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 @dataclass
 class _Process:
     name: str
@@ -375,6 +388,7 @@ class _Process:
                 # Its own session: a Ctrl-C in the terminal reaches pytest, which then stops the
                 # components in order instead of them all dying at once.
                 start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
 
     def alive(self) -> bool:

@@ -44,9 +44,7 @@ def _matches(obj: JSON, query: dict[str, str]) -> bool:
         if not sep and key not in labels:
             return False
     fs = query.get("fieldSelector") or ""
-    if fs.startswith("metadata.name=") and obj["metadata"]["name"] != fs.split("=", 1)[1]:
-        return False
-    return True
+    return not (fs.startswith("metadata.name=") and obj["metadata"]["name"] != fs.split("=", 1)[1])
 
 
 @dataclass

@@ -12,7 +12,14 @@ from typing import Any
 import pytest
 
 from airflow_kaniko.cluster import AsyncCluster, SyncCluster
-from tests.support.fake_kube import FakeAsyncApiClient, FakeKube, FakeSyncApiClient, pod_for, set_job_condition, set_pod
+from tests.support.fake_kube import (
+    FakeAsyncApiClient,
+    FakeKube,
+    FakeSyncApiClient,
+    pod_for,
+    set_job_condition,
+    set_pod,
+)
 
 DIGEST = "sha256:" + "ab" * 32
 
@@ -28,7 +35,9 @@ class FakeHook:
         return SyncCluster(FakeSyncApiClient(self.kube))
 
     @contextlib.asynccontextmanager
-    async def async_cluster(self, *, connection_extras: dict[str, Any] | None = None) -> AsyncIterator[AsyncCluster]:
+    async def async_cluster(
+        self, *, connection_extras: dict[str, Any] | None = None
+    ) -> AsyncIterator[AsyncCluster]:
         cluster = AsyncCluster(FakeAsyncApiClient(self.kube))
         self.async_clusters.append(cluster)
         yield cluster
@@ -76,38 +85,72 @@ class Controller:
 def start_pod(index: int = 0) -> Step:
     def step(kube: FakeKube, ns: str, job: str) -> None:
         kube.put("pods", pod_for(kube.get("jobs", ns, job) or {}, index), event="ADDED")
+
     return step
 
 
 def run_pod(index: int = 0, log: str = "") -> Step:
     def step(kube: FakeKube, ns: str, job: str) -> None:
         kube.logs[f"{job}-{index}"] = log
-        set_pod(kube, ns, f"{job}-{index}", phase="Running", state={"running": {"startedAt": "2026-12-03T00:00:00Z"}})
+        set_pod(
+            kube,
+            ns,
+            f"{job}-{index}",
+            phase="Running",
+            state={"running": {"startedAt": "2026-12-03T00:00:00Z"}},
+        )
+
     return step
 
 
-def finish_pod(index: int = 0, *, exit_code: int = 0, message: str = DIGEST, reason: str = "Completed") -> Step:
+def finish_pod(
+    index: int = 0, *, exit_code: int = 0, message: str = DIGEST, reason: str = "Completed"
+) -> Step:
     def step(kube: FakeKube, ns: str, job: str) -> None:
-        term = {"exitCode": exit_code, "reason": reason if exit_code == 0 else (reason if reason != "Completed" else "Error"), "message": message}
-        set_pod(kube, ns, f"{job}-{index}", phase="Succeeded" if exit_code == 0 else "Failed", state={"terminated": term})
+        term = {
+            "exitCode": exit_code,
+            "reason": reason if exit_code == 0 else (reason if reason != "Completed" else "Error"),
+            "message": message,
+        }
+        set_pod(
+            kube,
+            ns,
+            f"{job}-{index}",
+            phase="Succeeded" if exit_code == 0 else "Failed",
+            state={"terminated": term},
+        )
+
     return step
 
 
 def complete_job() -> Step:
     def step(kube: FakeKube, ns: str, job: str) -> None:
         set_job_condition(kube, ns, job, "Complete", succeeded=1)
+
     return step
 
 
-def fail_job(reason: str = "BackoffLimitExceeded", message: str = "Job has reached the specified backoff limit") -> Step:
+def fail_job(
+    reason: str = "BackoffLimitExceeded", message: str = "Job has reached the specified backoff limit"
+) -> Step:
     def step(kube: FakeKube, ns: str, job: str) -> None:
         set_job_condition(kube, ns, job, "Failed", reason, message, failed=1)
+
     return step
 
 
-def wait_pod(index: int = 0, reason: str = "ImagePullBackOff", message: str = "Back-off pulling image") -> Step:
+def wait_pod(
+    index: int = 0, reason: str = "ImagePullBackOff", message: str = "Back-off pulling image"
+) -> Step:
     def step(kube: FakeKube, ns: str, job: str) -> None:
-        set_pod(kube, ns, f"{job}-{index}", phase="Pending", state={"waiting": {"reason": reason, "message": message}})
+        set_pod(
+            kube,
+            ns,
+            f"{job}-{index}",
+            phase="Pending",
+            state={"waiting": {"reason": reason, "message": message}},
+        )
+
     return step
 
 
@@ -132,6 +175,11 @@ def fake_hook(kube: FakeKube) -> FakeHook:
 
 
 def task_context(*, try_number: int = 1, task_id: str = "build", map_index: int = -1) -> dict[str, Any]:
-    ti = SimpleNamespace(dag_id="images", task_id=task_id, run_id="scheduled__2026-12-03T00:00:00+00:00",
-                         map_index=map_index, try_number=try_number)
+    ti = SimpleNamespace(
+        dag_id="images",
+        task_id=task_id,
+        run_id="scheduled__2026-12-03T00:00:00+00:00",
+        map_index=map_index,
+        try_number=try_number,
+    )
     return {"ti": ti}

@@ -11,7 +11,9 @@ from airflow_kaniko.build import JobSettings, KanikoBuild, render_build
 from airflow_kaniko.errors import InvalidInputError
 from airflow_kaniko.naming import BuildIdentity, job_name
 
-IDENTITY = BuildIdentity(dag_id="nightly_images", task_id="build_image", run_id="scheduled__2026-12-03T00:00:00+00:00")
+IDENTITY = BuildIdentity(
+    dag_id="nightly_images", task_id="build_image", run_id="scheduled__2026-12-03T00:00:00+00:00"
+)
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
@@ -19,7 +21,11 @@ LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 def render(**build: Any) -> dict[str, Any]:
     settings = build.pop("settings", JobSettings())
     identity = build.pop("identity", IDENTITY)
-    spec = {"context": "git://git.example.com/org/app.git#refs/heads/main", "destinations": ["reg.example.com/org/app:1"], **build}
+    spec = {
+        "context": "git://git.example.com/org/app.git#refs/heads/main",
+        "destinations": ["reg.example.com/org/app:1"],
+        **build,
+    }
     return render_build(KanikoBuild(**spec), settings, identity).job
 
 
@@ -30,21 +36,29 @@ def kaniko(job: dict[str, Any]) -> dict[str, Any]:
 def test_job_name_is_deterministic_per_task_instance_and_try() -> None:
     assert job_name(IDENTITY) == job_name(IDENTITY)
     other_run = BuildIdentity(dag_id="nightly_images", task_id="build_image", run_id="manual__x")
-    mapped = BuildIdentity(dag_id="nightly_images", task_id="build_image", run_id=IDENTITY.run_id, map_index=3)
-    second_try = BuildIdentity(dag_id="nightly_images", task_id="build_image", run_id=IDENTITY.run_id, try_number=2)
+    mapped = BuildIdentity(
+        dag_id="nightly_images", task_id="build_image", run_id=IDENTITY.run_id, map_index=3
+    )
+    second_try = BuildIdentity(
+        dag_id="nightly_images", task_id="build_image", run_id=IDENTITY.run_id, try_number=2
+    )
     names = {job_name(i) for i in (IDENTITY, other_run, mapped, second_try)}
     assert len(names) == 4
 
 
 @pytest.mark.parametrize("task_id", ["x", "Build_Image.With.Dots", "a" * 250, "___", "group.sub_task-ÄÖ"])
 def test_job_name_is_a_dns_label_at_most_63(task_id: str) -> None:
-    name = job_name(BuildIdentity(dag_id="d" * 200, task_id=task_id, run_id="r" * 250, map_index=12, try_number=11))
+    name = job_name(
+        BuildIdentity(dag_id="d" * 200, task_id=task_id, run_id="r" * 250, map_index=12, try_number=11)
+    )
     assert len(name) <= 63 and DNS_LABEL.match(name)
 
 
 def test_labels_are_valid_and_annotations_carry_full_values() -> None:
     long_run = "manual__2026-12-03T10:00:00.123456+00:00_" + "x" * 80
-    job = render(identity=BuildIdentity(dag_id="dag", task_id="t", run_id=long_run, map_index=2, try_number=3))
+    job = render(
+        identity=BuildIdentity(dag_id="dag", task_id="t", run_id=long_run, map_index=2, try_number=3)
+    )
     for value in job["metadata"]["labels"].values():
         assert len(value) <= 63 and LABEL_VALUE.match(value)
     ann = job["metadata"]["annotations"]
@@ -54,12 +68,21 @@ def test_labels_are_valid_and_annotations_carry_full_values() -> None:
 
 
 def test_job_spec_essentials() -> None:
-    job = render(settings=JobSettings(backoff_limit=4, active_deadline_seconds=900, ttl_seconds_after_finished=60))
+    job = render(
+        settings=JobSettings(backoff_limit=4, active_deadline_seconds=900, ttl_seconds_after_finished=60)
+    )
     spec = job["spec"]
     pod = spec["template"]["spec"]
     assert pod["restartPolicy"] == "Never"
-    assert spec["backoffLimit"] == 4 and spec["activeDeadlineSeconds"] == 900 and spec["ttlSecondsAfterFinished"] == 60
-    assert spec["podFailurePolicy"]["rules"][0] == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}
+    assert (
+        spec["backoffLimit"] == 4
+        and spec["activeDeadlineSeconds"] == 900
+        and spec["ttlSecondsAfterFinished"] == 60
+    )
+    assert spec["podFailurePolicy"]["rules"][0] == {
+        "action": "Ignore",
+        "onPodConditions": [{"type": "DisruptionTarget"}],
+    }
     assert pod["automountServiceAccountToken"] is False
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     container = kaniko(job)
@@ -113,7 +136,9 @@ def test_git_secret_reaches_kaniko_through_secret_refs_only() -> None:
 def test_pvc_and_local_contexts_mount_volumes() -> None:
     job = render(context="pvc://build-share/apps/web")
     assert "--context=dir:///kaniko/context-pvc/apps/web" in kaniko(job)["args"]
-    assert job["spec"]["template"]["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] == "build-share"
+    assert (
+        job["spec"]["template"]["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] == "build-share"
+    )
     job = render(context="local:///srv/app")
     assert any(a.startswith("--context=tar:///kaniko/context-archive/") for a in kaniko(job)["args"])
     assert job["spec"]["template"]["spec"]["volumes"][0]["configMap"]["name"] == job["metadata"]["name"]

@@ -9,13 +9,31 @@ import yaml
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "airflow_kaniko.cli", *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "airflow_kaniko.cli", *args], capture_output=True, text=True, timeout=60
+    )
 
 
 def test_render_prints_an_applyable_job() -> None:
-    done = cli("render", "--destination", "reg.example.com/team/app:1", "--destination", "reg.example.com/team/app:latest",
-               "--context", "git://git.example.com/team/app.git#refs/heads/main", "--build-arg", "VERSION=1",
-               "--label", "team=data", "--namespace", "builds", "--secret", "regcred", "--target", "runtime")
+    done = cli(
+        "render",
+        "--destination",
+        "reg.example.com/team/app:1",
+        "--destination",
+        "reg.example.com/team/app:latest",
+        "--context",
+        "git://git.example.com/team/app.git#refs/heads/main",
+        "--build-arg",
+        "VERSION=1",
+        "--label",
+        "team=data",
+        "--namespace",
+        "builds",
+        "--secret",
+        "regcred",
+        "--target",
+        "runtime",
+    )
     assert done.returncode == 0, done.stderr
     job = yaml.safe_load(done.stdout)
     assert job["kind"] == "Job" and job["metadata"]["namespace"] == "builds"
@@ -30,7 +48,10 @@ def test_invalid_input_exits_2_with_one_line_naming_the_value() -> None:
         (["--destination", "reg.io/app:1", "--context", "ftp://x"], "'ftp://x'"),
         (["--destination", "reg.io/app:1", "--context", "pvc://c", "--build-arg", "NOEQUALS"], "'NOEQUALS'"),
         (["--destination", "reg.io/app:1", "--context", "pvc://c", "--namespace", "Bad_NS"], "'Bad_NS'"),
-        (["--destination", "reg.io/app:1", "--context", "pvc://c", "--secret", "no_underscores"], "'no_underscores'"),
+        (
+            ["--destination", "reg.io/app:1", "--context", "pvc://c", "--secret", "no_underscores"],
+            "'no_underscores'",
+        ),
         (["--destination", "reg.io/app:1", "--context", "local:///srv/app"], "local"),
     ]:
         done = cli("render", *args)
@@ -42,4 +63,6 @@ def test_invalid_input_exits_2_with_one_line_naming_the_value() -> None:
 
 def test_missing_required_flag_is_one_line_too() -> None:
     done = cli("render", "--context", "pvc://c")
-    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1 and "--destination" in done.stderr
+    assert (
+        done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1 and "--destination" in done.stderr
+    )

@@ -24,8 +24,15 @@ def compose() -> dict[str, Any]:
 
 def test_matches_the_compose_spec() -> None:
     done = subprocess.run(
-        [str(Path(sys.executable).parent / "check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(COMPOSE)],
-        capture_output=True, text=True, timeout=120,
+        [
+            str(Path(sys.executable).parent / "check-jsonschema"),
+            "--builtin-schema",
+            "vendor.compose-spec",
+            str(COMPOSE),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stdout + done.stderr
 
@@ -33,8 +40,16 @@ def test_matches_the_compose_spec() -> None:
 def test_docker_compose_parses_it() -> None:
     binary = shutil.which("docker-compose")
     if binary is None:
-        pytest.skip("Debian's docker-compose is not installed (apt-get install -y docker-compose); .ci/run installs it")
-    done = subprocess.run([binary, "-f", str(COMPOSE), "config", "--quiet"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+        pytest.skip(
+            "Debian's docker-compose is not installed (apt-get install -y docker-compose); .ci/run installs it"
+        )
+    done = subprocess.run(
+        [binary, "-f", str(COMPOSE), "config", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
     assert done.returncode == 0, done.stderr
 
 
@@ -51,7 +66,12 @@ def test_every_task_runner_has_the_connection_and_variables_the_dags_read(compos
     for name in TASK_RUNNERS:
         env = compose["services"][name]["environment"]
         assert "kube_config_path" in env["AIRFLOW_CONN_KUBERNETES_DEFAULT"]
-        for variable in ("kaniko_registry", "kaniko_namespace", "kaniko_insecure_registries", "kaniko_extra_args"):
+        for variable in (
+            "kaniko_registry",
+            "kaniko_namespace",
+            "kaniko_insecure_registries",
+            "kaniko_extra_args",
+        ):
             assert variable in settings
             assert f"AIRFLOW_VAR_{variable.upper()}" in env, (name, variable)
         assert any("/opt/airflow/dags" in v for v in compose["services"][name]["volumes"])

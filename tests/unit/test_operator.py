@@ -48,7 +48,9 @@ def jobs(kube: FakeKube) -> list[dict[str, Any]]:
     return kube.list("jobs", "default")
 
 
-def test_success_returns_digest_xcom_and_streams_log(kube: FakeKube, controller: Controller, fake_hook: FakeHook, capsys: pytest.CaptureFixture[str]) -> None:
+def test_success_returns_digest_xcom_and_streams_log(
+    kube: FakeKube, controller: Controller, fake_hook: FakeHook, capsys: pytest.CaptureFixture[str]
+) -> None:
     controller.script = SUCCESS
     op = make_operator(fake_hook)
     result = op.execute(task_context())
@@ -69,7 +71,9 @@ def test_keep_policy_leaves_finished_job(kube: FakeKube, controller: Controller,
     assert len(jobs(kube)) == 1
 
 
-def test_failure_reports_exit_code_and_kaniko_message(kube: FakeKube, controller: Controller, fake_hook: FakeHook) -> None:
+def test_failure_reports_exit_code_and_kaniko_message(
+    kube: FakeKube, controller: Controller, fake_hook: FakeHook
+) -> None:
     controller.script = [
         start_pod(),
         run_pod(),
@@ -86,13 +90,23 @@ def test_failure_reports_exit_code_and_kaniko_message(kube: FakeKube, controller
 
 
 def test_oom_is_named(kube: FakeKube, controller: Controller, fake_hook: FakeHook) -> None:
-    controller.script = [start_pod(), run_pod(), finish_pod(exit_code=137, reason="OOMKilled", message=""), fail_job()]
+    controller.script = [
+        start_pod(),
+        run_pod(),
+        finish_pod(exit_code=137, reason="OOMKilled", message=""),
+        fail_job(),
+    ]
     with pytest.raises(BuildFailedError, match="OOMKilled"):
         make_operator(fake_hook).execute(task_context())
 
 
-def test_stuck_image_pull_fails_fast_and_deletes_job(kube: FakeKube, controller: Controller, fake_hook: FakeHook) -> None:
-    controller.script = [start_pod(), wait_pod(reason="ImagePullBackOff", message='Back-off pulling image "nope:1"')]
+def test_stuck_image_pull_fails_fast_and_deletes_job(
+    kube: FakeKube, controller: Controller, fake_hook: FakeHook
+) -> None:
+    controller.script = [
+        start_pod(),
+        wait_pod(reason="ImagePullBackOff", message='Back-off pulling image "nope:1"'),
+    ]
     with pytest.raises(BuildFailedError, match="ImagePullBackOff"):
         make_operator(fake_hook).execute(task_context())
     assert jobs(kube) == []
@@ -118,16 +132,27 @@ def test_missing_named_secret_fails_before_anything_is_created(kube: FakeKube, f
         ({"extra_args": ["--destination=other:1"]}, "--destination"),
     ],
 )
-def test_bad_input_is_rejected_before_the_cluster_is_touched(kube: FakeKube, fake_hook: FakeHook, kwargs: dict[str, Any], named: str) -> None:
+def test_bad_input_is_rejected_before_the_cluster_is_touched(
+    kube: FakeKube, fake_hook: FakeHook, kwargs: dict[str, Any], named: str
+) -> None:
     with pytest.raises(InvalidInputError, match=named.replace("!", ".").replace("$", ".")):
         make_operator(fake_hook, **kwargs).execute(task_context())
     assert kube.requests == []
 
 
-def test_registry_connection_becomes_owned_secret_not_args(kube: FakeKube, controller: Controller, fake_hook: FakeHook, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_registry_connection_becomes_owned_secret_not_args(
+    kube: FakeKube, controller: Controller, fake_hook: FakeHook, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv(
         "AIRFLOW_CONN_MY_REGISTRY",
-        json.dumps({"conn_type": "generic", "host": "registry.example.com:5000", "login": "bot", "password": "s3cr3t-pw"}),
+        json.dumps(
+            {
+                "conn_type": "generic",
+                "host": "registry.example.com:5000",
+                "login": "bot",
+                "password": "s3cr3t-pw",
+            }
+        ),
     )
     controller.script = [start_pod(), run_pod()]  # keep it running; we inspect and then finish it
     op = make_operator(fake_hook, registry_conn_id="my_registry", cleanup="keep")
@@ -146,7 +171,9 @@ def test_registry_connection_becomes_owned_secret_not_args(kube: FakeKube, contr
     assert job["spec"]["suspend"] is False
 
 
-def test_rerun_of_same_try_reattaches_to_running_job(kube: FakeKube, controller: Controller, fake_hook: FakeHook) -> None:
+def test_rerun_of_same_try_reattaches_to_running_job(
+    kube: FakeKube, controller: Controller, fake_hook: FakeHook
+) -> None:
     controller.script = [start_pod(), run_pod()]
     first = make_operator(fake_hook, wait_for_completion=False)
     submitted = first.execute(task_context())
@@ -171,7 +198,9 @@ def test_rerun_of_same_try_reattaches_to_running_job(kube: FakeKube, controller:
     assert sum(1 for m, p in kube.requests if m == "POST" and p.endswith("/jobs")) == 1
 
 
-def test_new_try_after_success_returns_result_without_rebuilding(kube: FakeKube, controller: Controller, fake_hook: FakeHook) -> None:
+def test_new_try_after_success_returns_result_without_rebuilding(
+    kube: FakeKube, controller: Controller, fake_hook: FakeHook
+) -> None:
     controller.script = SUCCESS
     first = make_operator(fake_hook, cleanup="keep").execute(task_context(try_number=1))
     again = make_operator(fake_hook, cleanup="keep").execute(task_context(try_number=2))
@@ -179,7 +208,9 @@ def test_new_try_after_success_returns_result_without_rebuilding(kube: FakeKube,
     assert len(jobs(kube)) == 1
 
 
-def test_new_try_after_failure_starts_a_new_job(kube: FakeKube, controller: Controller, fake_hook: FakeHook) -> None:
+def test_new_try_after_failure_starts_a_new_job(
+    kube: FakeKube, controller: Controller, fake_hook: FakeHook
+) -> None:
     controller.script = [start_pod(), run_pod(), finish_pod(exit_code=1, message="boom"), fail_job()]
     with pytest.raises(BuildFailedError):
         make_operator(fake_hook).execute(task_context(try_number=1))
@@ -189,7 +220,9 @@ def test_new_try_after_failure_starts_a_new_job(kube: FakeKube, controller: Cont
     assert len(jobs(kube)) == 2
 
 
-def test_rerun_of_a_failed_try_reports_the_failure_without_rebuilding(kube: FakeKube, controller: Controller, fake_hook: FakeHook) -> None:
+def test_rerun_of_a_failed_try_reports_the_failure_without_rebuilding(
+    kube: FakeKube, controller: Controller, fake_hook: FakeHook
+) -> None:
     controller.script = [start_pod(), run_pod(), finish_pod(exit_code=1, message="boom"), fail_job()]
     with pytest.raises(BuildFailedError):
         make_operator(fake_hook).execute(task_context(try_number=1))
@@ -199,8 +232,13 @@ def test_rerun_of_a_failed_try_reports_the_failure_without_rebuilding(kube: Fake
     assert len(jobs(kube)) == 1
 
 
-def test_on_kill_deletes_job_pods_and_owned_secret(kube: FakeKube, controller: Controller, fake_hook: FakeHook, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AIRFLOW_CONN_REG", json.dumps({"conn_type": "generic", "host": "r.example.com", "login": "u", "password": "p"}))
+def test_on_kill_deletes_job_pods_and_owned_secret(
+    kube: FakeKube, controller: Controller, fake_hook: FakeHook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_REG",
+        json.dumps({"conn_type": "generic", "host": "r.example.com", "login": "u", "password": "p"}),
+    )
     controller.script = [start_pod(), run_pod()]
     op = make_operator(fake_hook, registry_conn_id="reg", wait_for_completion=False)
     op.execute(task_context())
@@ -210,7 +248,9 @@ def test_on_kill_deletes_job_pods_and_owned_secret(kube: FakeKube, controller: C
     assert jobs(kube) == [] and kube.list("pods", "default") == [] and kube.list("secrets", "default") == []
 
 
-def test_watch_that_breaks_mid_build_is_resumed(kube: FakeKube, controller: Controller, fake_hook: FakeHook) -> None:
+def test_watch_that_breaks_mid_build_is_resumed(
+    kube: FakeKube, controller: Controller, fake_hook: FakeHook
+) -> None:
     def break_then_continue(k: FakeKube, ns: str, job: str) -> None:
         k.break_watches(ConnectionResetError("apiserver restarted"))
 
@@ -222,7 +262,9 @@ def test_watch_that_breaks_mid_build_is_resumed(kube: FakeKube, controller: Cont
     assert result["digest"] == DIGEST
 
 
-def test_deferrable_path_defers_to_trigger_and_completes(kube: FakeKube, controller: Controller, fake_hook: FakeHook, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_deferrable_path_defers_to_trigger_and_completes(
+    kube: FakeKube, controller: Controller, fake_hook: FakeHook, monkeypatch: pytest.MonkeyPatch
+) -> None:
     controller.script = SUCCESS
     op = make_operator(fake_hook, deferrable=True)
     with pytest.raises(TaskDeferred) as deferred:

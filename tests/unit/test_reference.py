@@ -21,14 +21,26 @@ D = "sha256:" + "0" * 64
         ("127.0.0.1:5000/a__b/c-d.e:x", "127.0.0.1:5000", "a__b/c-d.e", "x", None),
     ],
 )
-def test_parses_distribution_grammar(text: str, registry: str, repository: str, tag: str | None, digest: str | None) -> None:
+def test_parses_distribution_grammar(
+    text: str, registry: str, repository: str, tag: str | None, digest: str | None
+) -> None:
     ref = parse_reference(text)
     assert (ref.registry, ref.repository, ref.tag, ref.digest) == (registry, repository, tag, digest)
 
 
 @pytest.mark.parametrize(
     "text",
-    ["", " app", "reg.io/App", "reg.io/app:", "reg.io/app:-x", "reg.io/a//b", "reg.io/a-", "reg.io/app@sha256:short", "reg.io/app:" + "x" * 129],
+    [
+        "",
+        " app",
+        "reg.io/App",
+        "reg.io/app:",
+        "reg.io/app:-x",
+        "reg.io/a//b",
+        "reg.io/a-",
+        "reg.io/app@sha256:short",
+        "reg.io/app:" + "x" * 129,
+    ],
 )
 def test_rejects_invalid_references_naming_them(text: str) -> None:
     with pytest.raises(InvalidInputError) as err:

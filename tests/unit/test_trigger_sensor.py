@@ -11,12 +11,25 @@ from airflow_kaniko.errors import BuildFailedError
 from airflow_kaniko.sensors.job import KanikoJobSensor
 from airflow_kaniko.triggers import KanikoJobTrigger
 from tests.support.fake_kube import FakeKube
-from tests.unit.conftest import DIGEST, SUCCESS, Controller, FakeHook, complete_job, fail_job, finish_pod, run_pod, start_pod, task_context
+from tests.unit.conftest import (
+    DIGEST,
+    SUCCESS,
+    Controller,
+    FakeHook,
+    complete_job,
+    fail_job,
+    finish_pod,
+    run_pod,
+    start_pod,
+    task_context,
+)
 from tests.unit.test_operator import make_operator
 
 
 def test_trigger_serializes_its_full_path_and_every_argument() -> None:
-    trigger = KanikoJobTrigger(job_name="kaniko-x-1", namespace="builds", kubernetes_conn_id="k8s", cluster_context="prod")
+    trigger = KanikoJobTrigger(
+        job_name="kaniko-x-1", namespace="builds", kubernetes_conn_id="k8s", cluster_context="prod"
+    )
     assert trigger.serialize() == (
         "airflow_kaniko.triggers.KanikoJobTrigger",
         {
@@ -32,7 +45,10 @@ def test_trigger_serializes_its_full_path_and_every_argument() -> None:
         },
     )
     classpath, kwargs = trigger.serialize()
-    assert KanikoJobTrigger(**kwargs, poll_interval=10).serialize() == (classpath, kwargs)  # older arguments accepted
+    assert KanikoJobTrigger(**kwargs, poll_interval=10).serialize() == (
+        classpath,
+        kwargs,
+    )  # older arguments accepted
 
 
 def submit(fake_hook: FakeHook, controller: Controller, script: list[Any]) -> dict[str, Any]:
@@ -50,20 +66,36 @@ def run_trigger(trigger: KanikoJobTrigger) -> dict[str, Any]:
     return asyncio.run(asyncio.wait_for(first(), timeout=20))
 
 
-def test_trigger_reports_failure_with_reason(kube: FakeKube, controller: Controller, fake_hook: FakeHook, monkeypatch: pytest.MonkeyPatch) -> None:
-    submitted = submit(fake_hook, controller, [start_pod(), run_pod(), finish_pod(exit_code=3, message="RUN exit 3"), fail_job()])
+def test_trigger_reports_failure_with_reason(
+    kube: FakeKube, controller: Controller, fake_hook: FakeHook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    submitted = submit(
+        fake_hook,
+        controller,
+        [start_pod(), run_pod(), finish_pod(exit_code=3, message="RUN exit 3"), fail_job()],
+    )
     monkeypatch.setattr(KanikoJobTrigger, "_hook", lambda self: fake_hook)
     payload = run_trigger(KanikoJobTrigger(job_name=submitted["job_name"], namespace="default"))
-    assert payload["phase"] == "failed" and payload["reason"] == "BackoffLimitExceeded" and payload["exit_code"] == 3
+    assert (
+        payload["phase"] == "failed"
+        and payload["reason"] == "BackoffLimitExceeded"
+        and payload["exit_code"] == 3
+    )
 
 
-def test_trigger_requests_do_not_grow_with_build_length(kube: FakeKube, controller: Controller, fake_hook: FakeHook, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_trigger_requests_do_not_grow_with_build_length(
+    kube: FakeKube, controller: Controller, fake_hook: FakeHook, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def idle(k: FakeKube, ns: str, job: str) -> None:
         import time
 
         time.sleep(0.3)
 
-    submitted = submit(fake_hook, controller, [start_pod(), run_pod(), *[idle] * 5, finish_pod(), *[idle] * 5, complete_job()])
+    submitted = submit(
+        fake_hook,
+        controller,
+        [start_pod(), run_pod(), *[idle] * 5, finish_pod(), *[idle] * 5, complete_job()],
+    )
     monkeypatch.setattr(KanikoJobTrigger, "_hook", lambda self: fake_hook)
     payload = run_trigger(KanikoJobTrigger(job_name=submitted["job_name"], namespace="default"))
     assert payload["digest"] == DIGEST
@@ -71,7 +103,9 @@ def test_trigger_requests_do_not_grow_with_build_length(kube: FakeKube, controll
     assert fake_hook.async_clusters[-1].requests_sent == 4
 
 
-def test_trigger_on_kill_deletes_the_job(kube: FakeKube, controller: Controller, fake_hook: FakeHook, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_trigger_on_kill_deletes_the_job(
+    kube: FakeKube, controller: Controller, fake_hook: FakeHook, monkeypatch: pytest.MonkeyPatch
+) -> None:
     submitted = submit(fake_hook, controller, [start_pod(), run_pod()])
     controller.join()
     monkeypatch.setattr(KanikoJobTrigger, "_hook", lambda self: fake_hook)
@@ -94,7 +128,9 @@ def test_sensor_returns_the_build_xcom(kube: FakeKube, controller: Controller, f
     assert result.xcom_value["destinations"] == submitted["destinations"]
 
 
-def test_sensor_waits_while_running_and_fails_fast_on_failure(kube: FakeKube, controller: Controller, fake_hook: FakeHook) -> None:
+def test_sensor_waits_while_running_and_fails_fast_on_failure(
+    kube: FakeKube, controller: Controller, fake_hook: FakeHook
+) -> None:
     submitted = submit(fake_hook, controller, [start_pod(), run_pod()])
     controller.join()
     sensor = make_sensor(fake_hook, submitted["job_name"])
