@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 
 from airflow_kaniko.cluster import BuildSnapshot
 from airflow_kaniko.status import BuildPhase, BuildStatus, StuckPolicy, build_status
@@ -17,7 +17,7 @@ from airflow_kaniko.status import BuildPhase, BuildStatus, StuckPolicy, build_st
 __all__ = ["Action", "AttemptDecision", "decide_attempt"]
 
 
-class Action(str, Enum):
+class Action(StrEnum):
     CREATE = "create"  # no usable Job: start a new one
     REATTACH = "reattach"  # a Job of this task instance is still running: wait for it
     DONE = "done"  # a Job of this task instance already succeeded: return its result

@@ -428,7 +428,7 @@ class AsyncCluster:
                 delay = backoff_delay(failures)
                 log.info("watch of %s %s interrupted (%s); resuming in %.1fs", kind, query, error, delay)
                 await asyncio.sleep(delay)
-            except (OSError, asyncio.TimeoutError, ValueError) as error:
+            except (TimeoutError, OSError, ValueError) as error:
                 failures += 1
                 delay = backoff_delay(failures)
                 log.info("watch of %s %s broke (%r); resuming in %.1fs", kind, query, error, delay)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import posixpath
 import re
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -34,9 +34,9 @@ __all__ = [
     "plan_context",
 ]
 
-# The API server refuses ConfigMaps whose data exceeds 1 MiB (corev1 MaxSecretSize applies too).
-CONFIGMAP_LIMIT_BYTES = 1024 * 1024
 CONFIGMAP_ARCHIVE_KEY = "context.tar.gz"
+# The API server refuses a ConfigMap whose keys plus values exceed 1 MiB (ValidateConfigMap).
+CONFIGMAP_LIMIT_BYTES = 1024 * 1024 - len(CONFIGMAP_ARCHIVE_KEY)
 CONTEXT_VOLUME = "build-context"
 _ARCHIVE_MOUNT = "/kaniko/context-archive"
 _PVC_MOUNT = "/kaniko/context-pvc"
@@ -50,7 +50,7 @@ _GIT_REF = re.compile(r"^[A-Za-z0-9._/+-]+$")
 _COMMIT = re.compile(r"^[0-9a-f]{7,64}$")
 
 
-class ContextKind(str, Enum):
+class ContextKind(StrEnum):
     GIT = "git"
     S3 = "s3"
     GCS = "gs"

@@ -32,12 +32,11 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Protocol
+from typing import IO, Protocol
+
+from e2b_dockerfile_utils import PatternMatcher
 
 from airflow_kaniko.errors import InvalidInputError
-
-if TYPE_CHECKING:
-    from e2b_dockerfile_utils import PatternMatcher
 
 __all__ = [
     "DEFAULT_COMPRESSLEVEL",
@@ -95,12 +94,6 @@ def _load_matcher(directory: str, ignore_rel: str) -> PatternMatcher | None:
     patterns = read_ignore_patterns(text)
     if not patterns:
         return None
-    try:
-        from e2b_dockerfile_utils import PatternMatcher
-    except ImportError as e:  # pragma: no cover - only on Python 3.10, where the package is absent
-        raise InvalidInputError(
-            f"{path!r} needs the e2b-dockerfile-utils package (Python >= 3.11) to be applied"
-        ) from e
     try:
         return PatternMatcher(patterns)
     except ValueError as e:

@@ -551,8 +551,8 @@ def parse_retry_after(value: str | None, *, now: dt.datetime | None = None) -> f
     except (TypeError, ValueError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
-    current = now or dt.datetime.now(dt.timezone.utc)
+        when = when.replace(tzinfo=dt.UTC)
+    current = now or dt.datetime.now(dt.UTC)
     return max((when - current).total_seconds(), 0.0)
 
 
@@ -683,7 +683,7 @@ def parse_manifest(body: bytes, *, content_type: str | None = None) -> ParsedMan
 # --- answers --------------------------------------------------------------------------------
 
 
-class Outcome(str, enum.Enum):
+class Outcome(enum.StrEnum):
     """What a registry said about one reference."""
 
     FOUND = "found"

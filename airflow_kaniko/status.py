@@ -9,8 +9,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from enum import Enum
+from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 __all__ = [
@@ -41,7 +41,7 @@ _FATAL_WAITING = {
 }
 
 
-class BuildPhase(str, Enum):
+class BuildPhase(StrEnum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -52,7 +52,7 @@ class BuildPhase(str, Enum):
         return self is not BuildPhase.RUNNING
 
 
-class Reason(str, Enum):
+class Reason(StrEnum):
     """Why a build is where it is; stable strings, also carried in trigger events."""
 
     PENDING = "Pending"
@@ -192,7 +192,7 @@ def build_status(
     policy: StuckPolicy | None = None,
 ) -> BuildStatus:
     """Decide running / succeeded(digest) / failed(reason, message) / stuck(reason)."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     policy = policy or StuckPolicy()
     if job is None:
         return BuildStatus(
@@ -322,7 +322,7 @@ def status_from_event(event: Mapping[str, Any]) -> BuildStatus:
 DEFAULT_STUCK_POLICY = StuckPolicy()
 
 
-class CleanupPolicy(str, Enum):
+class CleanupPolicy(StrEnum):
     """What happens to a finished Job (its TTL still applies to whatever is kept)."""
 
     KEEP = "keep"

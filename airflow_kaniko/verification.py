@@ -42,7 +42,7 @@ _DIGEST = re.compile(r"^(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})$")
 _ARCH_ALIASES = {"x86_64": "amd64", "x86-64": "amd64", "aarch64": "arm64", "i386": "386", "i686": "386"}
 
 
-class ProblemKind(str, enum.Enum):
+class ProblemKind(enum.StrEnum):
     NOT_FOUND = "not_found"
     DIGEST_MISMATCH = "digest_mismatch"
     INCONSISTENT = "inconsistent"

@@ -29,8 +29,12 @@ def add_parser(subparsers: Any) -> None:
         help="print the Job manifest for a build (pipe it to kubectl apply -f -)",
         description="Print the kaniko Job manifest the operator would create, as YAML.",
     )
-    parser.add_argument("--destination", action="append", required=True, help="image reference to push (repeatable)")
-    parser.add_argument("--context", required=True, help="git://, s3://, gs://, https:// (Azure), pvc://, local://")
+    parser.add_argument(
+        "--destination", action="append", required=True, help="image reference to push (repeatable)"
+    )
+    parser.add_argument(
+        "--context", required=True, help="git://, s3://, gs://, https:// (Azure), pvc://, local://"
+    )
     parser.add_argument("--dockerfile", default="Dockerfile")
     parser.add_argument("--build-arg", action="append", metavar="K=V")
     parser.add_argument("--target")
@@ -55,7 +59,9 @@ def run(args: argparse.Namespace) -> int:
         cache=args.cache or bool(args.cache_repo),
         cache_repo=args.cache_repo,
     )
-    settings = JobSettings(namespace=args.namespace, docker_config_secret=args.secret, executor_image=args.executor_image)
+    settings = JobSettings(
+        namespace=args.namespace, docker_config_secret=args.secret, executor_image=args.executor_image
+    )
     identity = BuildIdentity(dag_id="cli", task_id=args.name, run_id="render")
     rendered = render_build(build, settings, identity)
     if rendered.context.local_directory is not None:

@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 import yaml
-from airflow_kaniko.version_compat import TaskDeferred
 from kubernetes import client
 
 from airflow_kaniko.errors import BuildFailedError, InvalidInputError
@@ -24,6 +23,7 @@ from airflow_kaniko.naming import LABEL_PREFIX, BuildIdentity, build_key
 from airflow_kaniko.operators.build import KanikoBuildOperator, identity_from_context
 from airflow_kaniko.sensors.job import KanikoJobSensor
 from airflow_kaniko.triggers import KanikoJobTrigger
+from airflow_kaniko.version_compat import TaskDeferred
 from tests.support.control_plane import ControlPlane, Kwok, PodControls, dump, pods_of_job, wait_until
 
 DIGEST = "sha256:" + "5e" * 32

@@ -215,7 +215,7 @@ def _pem_key(key: rsa.RSAPrivateKey) -> bytes:
 def _write_pki(directory: Path) -> _Pki:
     """One CA and one leaf (what kwokctl does), plus a separate service-account key."""
     directory.mkdir(parents=True, exist_ok=True)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     not_before, not_after = now - dt.timedelta(hours=1), now + dt.timedelta(days=7)
 
     ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -646,7 +646,7 @@ class ControlPlane:
     def append_pod_log(path: Path, lines: Sequence[str], *, stream: str = "stdout") -> None:
         with path.open("a", encoding="utf-8") as f:
             for line in lines:
-                stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+                stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
                 f.write(f"{stamp} {stream} F {line}\n")
 
     def service_account_kubeconfig(

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 JSON = dict[str, Any]
@@ -32,7 +32,7 @@ class FakeApiException(Exception):
 
 
 def now_iso(offset: float = 0.0) -> str:
-    return datetime.fromtimestamp(time.time() + offset, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(time.time() + offset, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _matches(obj: JSON, query: dict[str, str]) -> bool:

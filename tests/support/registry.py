@@ -102,7 +102,7 @@ def free_port() -> int:
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def _write_key(key: rsa.RSAPrivateKey, path: Path) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -11,7 +11,7 @@ from airflow_kaniko.attempts import Action, decide_attempt
 from airflow_kaniko.cluster import BuildSnapshot
 from airflow_kaniko.status import BuildPhase, Reason, StuckPolicy, build_status, parse_digest
 
-NOW = datetime(2026, 12, 3, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 DIGEST = "sha256:" + "cd" * 32
 
 
