@@ -1,0 +1,738 @@
+"""Watch versus poll on a real control plane: completion latency, API requests, many triggers.
+
+Starts ONE control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok;
+``tests/support/control_plane.py``) and measures side by side, in the same run:
+
+1. Latency from a Job turning Complete to the waiter noticing it:
+   - ``airflow-kaniko deferred``: ``KanikoJobTrigger.run()`` (``wait_for_build`` on a watch);
+   - ``airflow-kaniko worker``: the operator's non-deferred wait (``asyncio.run(op._wait())``,
+     the same ``wait_for_build``);
+   - ``cncf deferred``: ``KubernetesJobTrigger.run()`` (polls ``read_namespaced_job_status``
+     every ``poll_interval`` = 10 s, a new ApiClient per poll);
+   - ``cncf worker``: ``KubernetesHook.wait_until_job_complete`` (the non-deferred
+     ``KubernetesJobOperator``, ``job_poll_interval`` = 10 s).
+   "Complete" is taken from a separate watch of all Jobs (wall clock, sub-second) and, as a
+   cross-check, from the Complete condition's lastTransitionTime (whole seconds, truncated: the
+   figure against it is up to 1 s too high).
+2. API requests per build for builds of 10 s, 60 s and 300 s (kwok delay), counted in the client
+   at the REST layer (``kubernetes`` and ``kubernetes_asyncio`` ``RESTClientObject.request``,
+   every request including watch opens), split into submit (the operator's ``execute`` up to
+   deferral), wait and finish (``execute_complete`` / the worker's finish); cross-checked with
+   the kube-apiserver audit log per namespace. All durations run concurrently (bounded runtime).
+   Each build's kwok delay gets a random 0-10 s added so a 10 s poller meets completion at a
+   random phase (a fixed delay would always hit the same point of the poll period).
+3. Many deferred builds in one process (like one triggerer): N Jobs (default 200) that finish
+   about 60 s after they start; N ``KanikoJobTrigger.run()`` in one asyncio loop in a child
+   process, then N cncf ``KubernetesJobTrigger.run()`` in another child. The parent samples the
+   child's open TCP connections to the apiserver (its socket inodes matched against
+   /proc/<pid>/net/tcp) and RSS from /proc; the child measures event-loop lag (a ticker's sleep
+   overshoot) and counts requests.
+
+Run (on demand, never under pytest; about 10 minutes; builds the control plane if not cached):
+    .venv/bin/python benchmarks/cluster_watch.py
+    .venv/bin/python benchmarks/cluster_watch.py --durations 10 60 --reps 3 --many 50   # quicker
+Prints a table and writes benchmarks/results/cluster_watch.json. A measurement: nothing asserts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import contextvars
+import importlib
+import json
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+RESULTS = REPO / "benchmarks" / "results" / "cluster_watch.json"
+DIGEST = "sha256:" + "be" * 32
+IMAGE = "ghcr.io/osscontainertools/kaniko:v1.28.2"
+WATCHER_AGENT = "airflow-kaniko-benchmark-watcher"
+MARK = "@@benchmark "  # prefixes the child's JSON lines (its stdout also carries log lines)
+VARIANTS = ("ours-deferred", "ours-worker", "cncf-deferred", "cncf-worker")
+LABELS = {
+    "ours-deferred": "airflow-kaniko KanikoJobTrigger (deferred)",
+    "ours-worker": "airflow-kaniko operator wait (worker)",
+    "cncf-deferred": "cncf KubernetesJobTrigger (deferred, 10 s poll)",
+    "cncf-worker": "cncf wait_until_job_complete (worker, 10 s poll)",
+}
+
+# ---- request counting at the REST layer --------------------------------------------------------
+
+#: Which build (and which step of it) the current thread/task works for.
+CURRENT: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar("current", default=None)
+REQUESTS: Counter[tuple[str, str]] = Counter()
+REQUESTS_BY_PATH: dict[str, Counter[str]] = defaultdict(Counter)
+_LOCK = threading.Lock()
+
+
+def _record(method: str, url: str) -> None:
+    key = CURRENT.get()
+    if key is None:
+        return
+    with _LOCK:
+        REQUESTS[key] += 1
+        path = url.split("?", 1)[0].split("/namespaces/", 1)[-1]
+        kind = "/".join(p for i, p in enumerate(path.split("/")) if i in (1, 3))
+        watch = " watch" if "watch=true" in url else ""
+        REQUESTS_BY_PATH[key[0]][f"{method} {kind}{watch}"] += 1
+
+
+def install_request_counter() -> None:
+    """Count every request either kubernetes client sends, attributed to ``CURRENT``."""
+    import kubernetes.client.rest as sync_rest
+    import kubernetes_asyncio.client.rest as async_rest
+
+    sync_request = sync_rest.RESTClientObject.request
+    async_request = async_rest.RESTClientObject.request
+
+    def counted_sync(self: Any, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        _record(method, url + ("?" + "&".join(f"{k}={v}" for k, v in kwargs.get("query_params") or [])))
+        return sync_request(self, method, url, *args, **kwargs)
+
+    async def counted_async(self: Any, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        _record(method, url + ("?" + "&".join(f"{k}={v}" for k, v in kwargs.get("query_params") or [])))
+        return await async_request(self, method, url, *args, **kwargs)
+
+    sync_rest.RESTClientObject.request = counted_sync  # type: ignore[method-assign]
+    async_rest.RESTClientObject.request = counted_async  # type: ignore[method-assign]
+
+
+def import_everything() -> None:
+    # Before any thread starts: concurrent first imports of Airflow modules can deadlock.
+    for module in (
+        "kubernetes",
+        "kubernetes_asyncio",
+        "airflow.sdk.exceptions",
+        "airflow.providers.cncf.kubernetes.operators.job",
+        "airflow.providers.cncf.kubernetes.triggers.job",
+        "airflow.providers.cncf.kubernetes.hooks.kubernetes",
+        "airflow_kaniko.operators.build",
+        "airflow_kaniko.triggers",
+    ):
+        importlib.import_module(module)
+
+
+# ---- builds ------------------------------------------------------------------------------------
+
+
+def fake_ti(task_id: str, run_id: str, map_index: int) -> Any:
+    return SimpleNamespace(
+        dag_id="benchmark",
+        task_id=task_id,
+        run_id=run_id,
+        map_index=map_index,
+        try_number=1,
+        xcom_push=lambda **_: None,
+    )
+
+
+#: map_index the benchmark's fake task instances use; see ``probe_map_index``.
+MAP_INDEX = {"value": -1}
+
+
+def ours_operator(namespace: str, task_id: str, delay: float) -> Any:
+    from airflow_kaniko.operators.build import KanikoBuildOperator
+    from tests.support.control_plane import Kwok
+
+    controls = Kwok.succeed(message=DIGEST, delay=f"{delay:.1f}s")
+    return KanikoBuildOperator(
+        task_id=task_id,
+        context="git://git.example.com/team/app.git#refs/heads/main",
+        destinations=["registry.example.com/team/app:1"],
+        namespace=namespace,
+        pod_labels=controls.labels,
+        pod_annotations=controls.annotations,
+        stream_logs=False,
+        deferrable=True,
+        cleanup="keep",
+    )
+
+
+def cncf_operator(namespace: str, task_id: str, delay: float) -> Any:
+    from airflow.providers.cncf.kubernetes.operators.job import KubernetesJobOperator
+
+    from tests.support.control_plane import Kwok
+
+    controls = Kwok.succeed(message=DIGEST, delay=f"{delay:.1f}s")
+    return KubernetesJobOperator(
+        task_id=task_id,
+        name="cncf-build",
+        namespace=namespace,
+        image=IMAGE,
+        cmds=["/kaniko/executor"],
+        labels=controls.labels,
+        annotations=controls.annotations,
+        wait_until_job_complete=True,
+        deferrable=True,
+        parallelism=1,
+        backoff_limit=0,
+        get_logs=False,
+        do_xcom_push=False,
+    )
+
+
+class Submitted(SimpleNamespace):
+    op: Any
+    trigger: Any
+    job_name: str
+    context: dict[str, Any]
+    notes: list[str]
+
+
+def submit(impl: str, namespace: str, task_id: str, delay: float) -> Submitted:
+    """Run the operator's execute() until it defers: the Job exists, the trigger is returned."""
+    from airflow.sdk.exceptions import TaskDeferred
+
+    context = {"ti": fake_ti(task_id, namespace, MAP_INDEX["value"])}
+    notes: list[str] = []
+    op = (ours_operator if impl == "ours" else cncf_operator)(namespace, task_id, delay)
+    try:
+        op.execute(context)
+    except TaskDeferred as deferred:
+        trigger = deferred.trigger
+    except Exception as exc:
+        if impl == "ours" or getattr(op, "job", None) is None:
+            raise
+        # cncf: the Job exists but get_pods() found no pod in its 4 immediate list calls.
+        notes.append(f"cncf execute failed after creating the Job: {exc}")
+        time.sleep(1.0)
+        op.pods = op.get_pods(pod_request_obj=op.pod_request_obj, context=context)
+        try:
+            op.execute_deferrable()
+        except TaskDeferred as deferred:
+            trigger = deferred.trigger
+        else:
+            raise RuntimeError("cncf operator did not defer") from exc
+    else:
+        raise RuntimeError(f"{impl} operator did not defer")
+    return Submitted(op=op, trigger=trigger, job_name=str(trigger.job_name), context=context, notes=notes)
+
+
+async def first_event(trigger: Any) -> dict[str, Any]:
+    async for event in trigger.run():
+        return dict(event.payload)
+    raise RuntimeError("trigger ended without an event")
+
+
+def ours_worker_wait(op: Any, job_name: str) -> Any:
+    """What KanikoBuildOperator.execute does when not deferrable: asyncio.run(self._wait(name))."""
+    op._job_name = job_name
+    return asyncio.run(op._wait(job_name))
+
+
+def cncf_worker_wait(op: Any, job_name: str, namespace: str) -> Any:
+    """What KubernetesJobOperator.execute does when not deferrable (job_poll_interval = 10 s)."""
+    return op.hook.wait_until_job_complete(
+        job_name=job_name, namespace=namespace, job_poll_interval=op.job_poll_interval
+    )
+
+
+def finish(variant: str, sub: Submitted, outcome: Any) -> None:
+    if variant == "ours-deferred":
+        sub.op.execute_complete(sub.context, outcome)
+    elif variant == "ours-worker":
+        sub.op._finish(sub.op.hook.sync_cluster(), outcome)
+    elif variant == "cncf-deferred":
+        sub.op.execute_complete(sub.context, outcome)
+    else:  # cncf-worker: the rest of execute() after wait_until_job_complete
+        sub.context["ti"].xcom_push(key="job", value=outcome.to_dict())
+        if error := sub.op.hook.is_job_failed(job=outcome):
+            raise RuntimeError(error)
+
+
+# ---- completion reference: a separate watch of every Job --------------------------------------
+
+
+class CompletionWatcher:
+    """Wall-clock time each Job is first seen Complete, and its condition's lastTransitionTime."""
+
+    def __init__(self, cp: Any) -> None:
+        from kubernetes import client, watch
+
+        self.seen: dict[tuple[str, str], tuple[float, float]] = {}
+        self._api = cp.api_client()
+        self._api.user_agent = WATCHER_AGENT
+        self._batch = client.BatchV1Api(self._api)
+        self._watch = watch.Watch()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        self._ready.wait(10)
+
+    def _run(self) -> None:
+        while True:
+            listed = self._batch.list_job_for_all_namespaces()
+            self._ready.set()
+            try:
+                for event in self._watch.stream(
+                    self._batch.list_job_for_all_namespaces,
+                    resource_version=listed.metadata.resource_version,
+                    timeout_seconds=3600,
+                ):
+                    now = time.time()
+                    job = event["object"]
+                    for c in job.status.conditions or []:
+                        if c.type == "Complete" and c.status == "True":
+                            key = (job.metadata.namespace, job.metadata.name)
+                            self.seen.setdefault(key, (now, c.last_transition_time.timestamp()))
+            except Exception:
+                time.sleep(0.2)
+            if getattr(self._watch, "_stop", False):
+                return
+
+    def wait(self, namespace: str, name: str, timeout: float = 60) -> tuple[float, float] | None:
+        deadline = time.monotonic() + timeout
+        while (namespace, name) not in self.seen and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.seen.get((namespace, name))
+
+    def close(self) -> None:
+        self._watch.stop()
+        with contextlib.suppress(Exception):
+            self._api.close()
+
+
+# ---- phase 1 + 2: single builds ----------------------------------------------------------------
+
+
+def new_namespace(cp: Any, prefix: str) -> str:
+    name = f"{prefix}-{uuid.uuid4().hex[:5]}"
+    cp.create_namespace(name)
+    return name
+
+
+async def one_build(
+    variant: str, namespace: str, index: int, duration: int, delay: float, watcher: CompletionWatcher
+) -> dict[str, Any]:
+    impl = variant.split("-")[0]
+    key = f"{variant}/{duration}/{index}"
+    row: dict[str, Any] = {"variant": variant, "duration_s": duration, "kwok_delay_s": round(delay, 1)}
+    CURRENT.set((key, "submit"))
+    t_submit = time.time()
+    sub = await asyncio.to_thread(submit, impl, namespace, f"{variant}-{duration}-{index}", delay)
+    row["job"] = sub.job_name
+    row["notes"] = sub.notes
+    CURRENT.set((key, "wait"))
+    if variant.endswith("deferred"):
+        outcome: Any = await first_event(sub.trigger)
+    elif impl == "ours":
+        outcome = await asyncio.to_thread(ours_worker_wait, sub.op, sub.job_name)
+    else:
+        outcome = await asyncio.to_thread(cncf_worker_wait, sub.op, sub.job_name, namespace)
+    noticed = time.time()
+    CURRENT.set((key, "finish"))
+    try:
+        await asyncio.to_thread(finish, variant, sub, outcome)
+    except Exception as exc:
+        row["finish_error"] = repr(exc)
+    seen = await asyncio.to_thread(watcher.wait, namespace, sub.job_name)
+    if seen is None:
+        row["error"] = "the reference watch never saw the Job Complete"
+    else:
+        row["latency_vs_watch_s"] = round(noticed - seen[0], 3)
+        row["latency_vs_condition_s"] = round(noticed - seen[1], 3)
+        row["build_wall_s"] = round(noticed - t_submit, 1)
+    row["requests"] = {step: REQUESTS[(key, step)] for step in ("submit", "wait", "finish")}
+    row["requests"]["total"] = sum(row["requests"].values())
+    return row
+
+
+def single_builds(cp: Any, durations: list[int], reps: int, seed: int) -> dict[str, Any]:
+    rng = random.Random(seed)
+    watcher = CompletionWatcher(cp)
+    namespaces = {(v, d): new_namespace(cp, f"{v}-{d}s") for v in VARIANTS for d in durations}
+    plan = [(v, d, i, d + rng.uniform(0, 10)) for d in durations for i in range(reps) for v in VARIANTS]
+
+    async def run_all() -> list[Any]:
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(ThreadPoolExecutor(max_workers=len(plan) + 8))
+        tasks = []
+        for variant, duration, index, delay in plan:
+            ns = namespaces[(variant, duration)]
+            tasks.append(asyncio.create_task(one_build(variant, ns, index, duration, delay, watcher)))
+            await asyncio.sleep(0.05)  # a little spread, like tasks scheduled one after another
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    t0 = time.monotonic()
+    results = asyncio.run(run_all())
+    elapsed = time.monotonic() - t0
+    watcher.close()
+    time.sleep(2.0)  # the audit log is written when a request (or watch) ends
+    rows: list[dict[str, Any]] = []
+    for (variant, duration, _index, _delay), result in zip(plan, results, strict=True):
+        if isinstance(result, BaseException):
+            rows.append({"variant": variant, "duration_s": duration, "error": repr(result)})
+        else:
+            rows.append(result)
+    audit: dict[str, Any] = {}
+    for (variant, duration), ns in namespaces.items():
+        events = [e for e in cp.api_requests(namespace=ns) if e.get("userAgent", "") != WATCHER_AGENT]
+        audit[f"{variant}/{duration}"] = round(len(events) / reps, 1)
+    return {
+        "rows": rows,
+        "audit_requests_per_build": audit,
+        "paths": {k: dict(v) for k, v in sorted(REQUESTS_BY_PATH.items())},
+        "elapsed_s": round(elapsed, 1),
+    }
+
+
+def summarize_single(single: dict[str, Any], durations: list[int]) -> list[dict[str, Any]]:
+    summary = []
+    for variant in VARIANTS:
+        for duration in durations:
+            rows = [
+                r
+                for r in single["rows"]
+                if r["variant"] == variant and r["duration_s"] == duration and "latency_vs_watch_s" in r
+            ]
+            errors = [
+                r.get("error")
+                for r in single["rows"]
+                if r["variant"] == variant and r["duration_s"] == duration
+            ]
+            entry: dict[str, Any] = {"variant": variant, "duration_s": duration, "builds": len(rows)}
+            if rows:
+                lat = [r["latency_vs_watch_s"] for r in rows]
+                cond = [r["latency_vs_condition_s"] for r in rows]
+                entry.update(
+                    latency_median_s=round(statistics.median(lat), 3),
+                    latency_max_s=round(max(lat), 3),
+                    latency_vs_condition_median_s=round(statistics.median(cond), 3),
+                    requests_median={
+                        step: statistics.median(r["requests"][step] for r in rows)
+                        for step in ("submit", "wait", "finish", "total")
+                    },
+                )
+            entry["audit_requests_per_build"] = single["audit_requests_per_build"].get(
+                f"{variant}/{duration}"
+            )
+            entry["errors"] = [e for e in errors if e]
+            summary.append(entry)
+    return summary
+
+
+# ---- phase 3: many deferred builds in one process ----------------------------------------------
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    inodes = set()
+    fd_dir = Path(f"/proc/{pid}/fd")
+    with contextlib.suppress(OSError):
+        for fd in fd_dir.iterdir():
+            with contextlib.suppress(OSError):
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+    return inodes
+
+
+def apiserver_connections(pid: int, port: int) -> int:
+    """TCP connections of process ``pid`` whose remote port is the apiserver's (any state)."""
+    inodes = _socket_inodes(pid)
+    count = 0
+    for table in ("tcp", "tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+                fields = line.split()
+                if int(fields[2].rsplit(":", 1)[1], 16) == port and fields[9] in inodes:
+                    count += 1
+    return count
+
+
+def rss_mib(pid: int) -> float:
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def many_child(spec_file: Path) -> int:
+    """Child process: run every serialized trigger concurrently in one loop, like a triggerer."""
+    import_everything()
+    install_request_counter()
+    spec = json.loads(spec_file.read_text())
+    triggers = []
+    for classpath, kwargs in spec["triggers"]:
+        module, _, name = classpath.rpartition(".")
+        triggers.append(getattr(importlib.import_module(module), name)(**kwargs))
+    print(MARK + json.dumps({"ready": time.time()}), flush=True)
+    sys.stdin.readline()  # the parent has taken its baseline
+
+    async def main() -> dict[str, Any]:
+        lags: list[float] = []
+        stop = asyncio.Event()
+        period = 0.1
+
+        async def ticker() -> None:
+            while not stop.is_set():
+                t = time.perf_counter()
+                await asyncio.sleep(period)
+                lags.append(time.perf_counter() - t - period)
+
+        noticed: dict[str, float] = {}
+        failures: list[str] = []
+
+        async def one(trigger: Any) -> None:
+            CURRENT.set(("many", "wait"))
+            try:
+                async for event in trigger.run():
+                    noticed[trigger.job_name] = time.time()
+                    payload = dict(event.payload)
+                    status = payload.get("phase") or payload.get("status")
+                    if status not in ("succeeded", "success"):
+                        failures.append(f"{trigger.job_name}: {status} {payload.get('message')}")
+                    return
+            except Exception as exc:
+                failures.append(f"{trigger.job_name}: {exc!r}")
+
+        tick = asyncio.create_task(ticker())
+        started = time.time()
+        await asyncio.gather(*(one(t) for t in triggers))
+        stop.set()
+        await tick
+        lags.sort()
+        return {
+            "started": started,
+            "noticed": noticed,
+            "failures": failures[:10],
+            "failure_count": len(failures),
+            "lag_samples": len(lags),
+            "lag_p50_ms": round(lags[len(lags) // 2] * 1000, 1),
+            "lag_p99_ms": round(lags[max(0, int(len(lags) * 0.99) - 1)] * 1000, 1),
+            "lag_max_ms": round(lags[-1] * 1000, 1),
+            "requests": REQUESTS[("many", "wait")],
+        }
+
+    print(MARK + json.dumps({"result": asyncio.run(main())}), flush=True)
+    return 0
+
+
+def many_deferred(cp: Any, impl: str, count: int, seconds: int, watcher: CompletionWatcher) -> dict[str, Any]:
+    namespace = new_namespace(cp, f"many-{impl}")
+    t0 = time.monotonic()
+    triggers, notes = [], 0
+    CURRENT.set((f"many-{impl}", "submit"))
+    for i in range(count):
+        sub = submit(impl, namespace, f"m{i}", float(seconds))
+        triggers.append(sub.trigger.serialize())
+        notes += len(sub.notes)
+    submit_s = time.monotonic() - t0
+    spec = cp.workdir / f"many-{impl}.json"
+    spec.write_text(json.dumps({"triggers": triggers}))
+    port = int(cp.server.rsplit(":", 1)[1])
+    child = subprocess.Popen(
+        [sys.executable, __file__, "_many_child", str(spec)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=os.environ.copy(),
+    )
+    assert child.stdin is not None and child.stdout is not None
+    for line in child.stdout:  # until ready: imports done, triggers constructed
+        if line.startswith(MARK):
+            break
+    base_rss = rss_mib(child.pid)
+    base_conn = apiserver_connections(child.pid, port)
+    samples: list[tuple[float, int, float]] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            samples.append((time.time(), apiserver_connections(child.pid, port), rss_mib(child.pid)))
+            time.sleep(0.5)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    child.stdin.write("go\n")
+    child.stdin.flush()
+    result: dict[str, Any] = {}
+    for line in child.stdout:  # the child's log lines are dropped
+        if line.startswith(MARK):
+            result = json.loads(line[len(MARK) :])["result"]
+    child.wait()
+    done.set()
+    sampler.join()
+    latencies = []
+    for name, noticed in result.get("noticed", {}).items():
+        seen = watcher.wait(namespace, name, timeout=5)
+        if seen is not None:
+            latencies.append(noticed - seen[0])
+    latencies.sort()
+    conns = [c for _, c, _ in samples]
+    # While every trigger is waiting: from 5 s after the start to the first event.
+    first_event = min(result.get("noticed", {}).values(), default=0.0)
+    running = [c for t, c, _ in samples if result.get("started", 0.0) + 5 < t < first_event]
+    time.sleep(2.0)
+    audit = [e for e in cp.api_requests(namespace=namespace) if e.get("userAgent", "") != WATCHER_AGENT]
+    return {
+        "impl": impl,
+        "builds": count,
+        "build_seconds": seconds,
+        "events": len(result.get("noticed", {})),
+        "failures": result.get("failure_count"),
+        "failure_examples": result.get("failures"),
+        "submit_all_s": round(submit_s, 1),
+        "submit_notes": notes,
+        "wall_s": round(max(result.get("noticed", {}).values() or [0]) - result.get("started", 0), 1),
+        "latency_median_s": round(statistics.median(latencies), 3) if latencies else None,
+        "latency_p95_s": round(latencies[int(len(latencies) * 0.95) - 1], 3) if latencies else None,
+        "latency_max_s": round(latencies[-1], 3) if latencies else None,
+        "connections_baseline": base_conn,
+        "connections_peak": max(conns, default=0),
+        "connections_median_while_waiting": statistics.median(running) if running else None,
+        "rss_baseline_mib": round(base_rss, 1),
+        "rss_peak_mib": round(max((r for _, _, r in samples), default=0.0), 1),
+        "rss_growth_per_build_kib": round(
+            (max((r for _, _, r in samples), default=0.0) - base_rss) * 1024 / count, 1
+        ),
+        "loop_lag_p50_ms": result.get("lag_p50_ms"),
+        "loop_lag_p99_ms": result.get("lag_p99_ms"),
+        "loop_lag_max_ms": result.get("lag_max_ms"),
+        "wait_requests_per_build_client": round(result.get("requests", 0) / count, 1),
+        "requests_per_build_audit": round(len(audit) / count, 1),
+    }
+
+
+# ---- report ---------------------------------------------------------------------------------------
+
+
+def probe_map_index(cp: Any) -> str | None:
+    """Can an unmapped task (map_index -1) create its Job? If not, use 0 and say so."""
+    namespace = new_namespace(cp, "probe")
+    try:
+        submit("ours", namespace, "probe", 0.0)
+        return None
+    except Exception as exc:
+        MAP_INDEX["value"] = 0
+        return f"KanikoBuildOperator with map_index=-1 failed ({str(exc)[:300]}); benchmark uses map_index=0"
+
+
+def fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.2f}" if abs(value) < 100 else f"{value:.0f}"
+    return str(value)
+
+
+def print_table(report: dict[str, Any]) -> None:
+    print("\n1+2. Single builds (median of", report["args"]["reps"], "builds per cell)")
+    header = (
+        "waiter",
+        "build",
+        "noticed after Complete (s)",
+        "vs condition (s)",
+        "requests submit/wait/finish = total",
+        "audit/build",
+    )
+    print(" | ".join(header))
+    for e in report["single_summary"]:
+        req = e.get("requests_median") or {}
+        print(
+            " | ".join(
+                (
+                    LABELS[e["variant"]],
+                    f"{e['duration_s']} s",
+                    f"{fmt(e.get('latency_median_s'))} (max {fmt(e.get('latency_max_s'))})",
+                    fmt(e.get("latency_vs_condition_median_s")),
+                    f"{fmt(req.get('submit'))}/{fmt(req.get('wait'))}/{fmt(req.get('finish'))} = {fmt(req.get('total'))}",
+                    fmt(e.get("audit_requests_per_build")),
+                )
+            )
+            + (f"  ERRORS: {e['errors']}" if e["errors"] else "")
+        )
+    for m in report.get("many", []):
+        print(f"\n3. {m['builds']} concurrent deferred builds in one process: {m['impl']}")
+        for k, v in m.items():
+            if k not in ("impl",):
+                print(f"   {k}: {fmt(v)}")
+
+
+def main() -> int:
+    if len(sys.argv) == 3 and sys.argv[1] == "_many_child":
+        return many_child(Path(sys.argv[2]))
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--durations", type=int, nargs="*", default=[10, 60, 300], help="build seconds (kwok)"
+    )
+    parser.add_argument("--reps", type=int, default=3, help="builds per waiter and duration")
+    parser.add_argument("--many", type=int, default=200, help="concurrent deferred builds (0: skip)")
+    parser.add_argument("--many-seconds", type=int, default=60, help="length of those builds")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--json", type=Path, default=RESULTS)
+    args = parser.parse_args()
+
+    from tests.support.control_plane import ControlPlane, build_control_plane
+
+    import_everything()
+    install_request_counter()
+    t0 = time.monotonic()
+    cp = ControlPlane(build_control_plane(), nodes=2, audit=True)
+    cp.start()
+    print(f"control plane up in {time.monotonic() - t0:.1f}s ({cp.server})", flush=True)
+    report: dict[str, Any] = {
+        "when": datetime.now().isoformat(timespec="seconds"),
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "binaries": str(cp.bin_dir.name),
+            "load_average_at_start": os.getloadavg(),
+        },
+        "findings": [],
+    }
+    try:
+        os.environ["AIRFLOW_CONN_KUBERNETES_DEFAULT"] = cp.airflow_connection()
+        if (finding := probe_map_index(cp)) is not None:
+            report["findings"].append(finding)
+            print(finding, flush=True)
+        print(
+            f"single builds: {args.durations} s x {args.reps} x {len(VARIANTS)} waiters, concurrently",
+            flush=True,
+        )
+        single = single_builds(cp, args.durations, args.reps, args.seed)
+        report["single"] = single
+        report["single_summary"] = summarize_single(single, args.durations)
+        print(f"single builds done in {single['elapsed_s']} s", flush=True)
+        report["many"] = []
+        if args.many:
+            watcher = CompletionWatcher(cp)
+            for impl in ("ours", "cncf"):
+                print(f"{args.many} deferred builds in one process: {impl}", flush=True)
+                report["many"].append(many_deferred(cp, impl, args.many, args.many_seconds, watcher))
+                print(json.dumps(report["many"][-1]), flush=True)
+            watcher.close()
+        report["machine"]["load_average_at_end"] = os.getloadavg()
+    finally:
+        cp.stop()
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    print_table(report)
+    print(f"\nwritten {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
