@@ -240,8 +240,9 @@ def render_build(build: KanikoBuild, settings: JobSettings, identity: BuildIdent
         f"{LABEL_PREFIX}/dag-id": label_safe(identity.dag_id),
         f"{LABEL_PREFIX}/task-id": label_safe(identity.task_id),
         f"{LABEL_PREFIX}/run-id": label_safe(identity.run_id),
-        f"{LABEL_PREFIX}/map-index": str(identity.map_index),
     }
+    if identity.map_index >= 0:  # "-1" is not a valid label value; the annotation always has it
+        labels[f"{LABEL_PREFIX}/map-index"] = str(identity.map_index)
     annotations = {
         f"{LABEL_PREFIX}/{key.replace('_', '-')}": str(getattr(identity, key)) for key in ANNOTATION_KEYS
     }

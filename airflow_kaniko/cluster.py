@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
 
+import aiohttp
+
 from airflow_kaniko.naming import LABEL_PREFIX
 
 __all__ = [
@@ -428,7 +430,8 @@ class AsyncCluster:
                 delay = backoff_delay(failures)
                 log.info("watch of %s %s interrupted (%s); resuming in %.1fs", kind, query, error, delay)
                 await asyncio.sleep(delay)
-            except (TimeoutError, OSError, ValueError) as error:
+            except (OSError, TimeoutError, ValueError, aiohttp.ClientError) as error:
+                # A restarting apiserver cuts the stream mid-chunk (aiohttp.ClientPayloadError).
                 failures += 1
                 delay = backoff_delay(failures)
                 log.info("watch of %s %s broke (%r); resuming in %.1fs", kind, query, error, delay)

@@ -162,7 +162,6 @@ def ours_operator(namespace: str, task_id: str, delay: float) -> Any:
         pod_annotations=controls.annotations,
         stream_logs=False,
         deferrable=True,
-        cleanup="keep",
     )
 
 
@@ -201,7 +200,8 @@ def submit(impl: str, namespace: str, task_id: str, delay: float) -> Submitted:
     """Run the operator's execute() until it defers: the Job exists, the trigger is returned."""
     from airflow.sdk.exceptions import TaskDeferred
 
-    context = {"ti": fake_ti(task_id, namespace, MAP_INDEX["value"])}
+    ti = fake_ti(task_id, namespace, MAP_INDEX["value"])
+    context = {"ti": ti, "task_instance": ti, "run_id": namespace, "dag": SimpleNamespace(dag_id="benchmark")}
     notes: list[str] = []
     op = (ours_operator if impl == "ours" else cncf_operator)(namespace, task_id, delay)
     try:
@@ -347,12 +347,43 @@ async def one_build(
     if seen is None:
         row["error"] = "the reference watch never saw the Job Complete"
     else:
+        row["noticed"], row["seen_by_watch"] = noticed, seen[0]
         row["latency_vs_watch_s"] = round(noticed - seen[0], 3)
         row["latency_vs_condition_s"] = round(noticed - seen[1], 3)
         row["build_wall_s"] = round(noticed - t_submit, 1)
     row["requests"] = {step: REQUESTS[(key, step)] for step in ("submit", "wait", "finish")}
     row["requests"]["total"] = sum(row["requests"].values())
     return row
+
+
+def _audit_time(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def job_status_writes(cp: Any) -> dict[tuple[str, str], list[float]]:
+    """When the Job controller wrote each Job's status (audit stageTimestamp, microseconds)."""
+    writes: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for event in cp.api_requests(clients_only=False):
+        ref = event.get("objectRef") or {}
+        if (
+            ref.get("resource") == "jobs"
+            and ref.get("subresource") == "status"
+            and event.get("verb") in ("update", "patch")
+            and str(event.get("userAgent", "")).startswith("kube-controller-manager")
+            and str((event.get("responseStatus") or {}).get("code", 200)).startswith("2")
+        ):
+            writes[(ref.get("namespace", ""), ref.get("name", ""))].append(
+                _audit_time(event["stageTimestamp"])
+            )
+    return writes
+
+
+def complete_written(
+    writes: dict[tuple[str, str], list[float]], key: tuple[str, str], seen: float
+) -> float | None:
+    """The status write that made the Job Complete: the last one before a watch saw it Complete."""
+    before = [t for t in writes.get(key, ()) if t <= seen]
+    return max(before) if before else None
 
 
 def single_builds(cp: Any, durations: list[int], reps: int, seed: int) -> dict[str, Any]:
@@ -376,12 +407,18 @@ def single_builds(cp: Any, durations: list[int], reps: int, seed: int) -> dict[s
     elapsed = time.monotonic() - t0
     watcher.close()
     time.sleep(2.0)  # the audit log is written when a request (or watch) ends
+    writes = job_status_writes(cp)
     rows: list[dict[str, Any]] = []
     for (variant, duration, _index, _delay), result in zip(plan, results, strict=True):
         if isinstance(result, BaseException):
             rows.append({"variant": variant, "duration_s": duration, "error": repr(result)})
-        else:
-            rows.append(result)
+            continue
+        if "noticed" in result:
+            ns = namespaces[(variant, duration)]
+            written = complete_written(writes, (ns, result["job"]), result["seen_by_watch"])
+            if written is not None:
+                result["latency_vs_write_s"] = round(result["noticed"] - written, 3)
+        rows.append(result)
     audit: dict[str, Any] = {}
     for (variant, duration), ns in namespaces.items():
         events = [e for e in cp.api_requests(namespace=ns) if e.get("userAgent", "") != WATCHER_AGENT]
@@ -392,6 +429,25 @@ def single_builds(cp: Any, durations: list[int], reps: int, seed: int) -> dict[s
         "paths": {k: dict(v) for k, v in sorted(REQUESTS_BY_PATH.items())},
         "elapsed_s": round(elapsed, 1),
     }
+
+
+def pooled_latency(single: dict[str, Any]) -> dict[str, Any]:
+    """Per waiter, over every build length: the latency does not depend on it."""
+    pooled = {}
+    for variant in VARIANTS:
+        lat = sorted(
+            r.get("latency_vs_write_s", r["latency_vs_watch_s"])
+            for r in single["rows"]
+            if r["variant"] == variant and "latency_vs_watch_s" in r
+        )
+        if lat:
+            pooled[variant] = {
+                "builds": len(lat),
+                "median_s": round(statistics.median(lat), 3),
+                "min_s": round(lat[0], 3),
+                "max_s": round(lat[-1], 3),
+            }
+    return pooled
 
 
 def summarize_single(single: dict[str, Any], durations: list[int]) -> list[dict[str, Any]]:
@@ -410,11 +466,13 @@ def summarize_single(single: dict[str, Any], durations: list[int]) -> list[dict[
             ]
             entry: dict[str, Any] = {"variant": variant, "duration_s": duration, "builds": len(rows)}
             if rows:
-                lat = [r["latency_vs_watch_s"] for r in rows]
+                lat = [r.get("latency_vs_write_s", r["latency_vs_watch_s"]) for r in rows]
+                watch = [r["latency_vs_watch_s"] for r in rows]
                 cond = [r["latency_vs_condition_s"] for r in rows]
                 entry.update(
                     latency_median_s=round(statistics.median(lat), 3),
                     latency_max_s=round(max(lat), 3),
+                    latency_vs_watch_median_s=round(statistics.median(watch), 3),
                     latency_vs_condition_median_s=round(statistics.median(cond), 3),
                     requests_median={
                         step: statistics.median(r["requests"][step] for r in rows)
@@ -482,11 +540,17 @@ def many_child(spec_file: Path) -> int:
         stop = asyncio.Event()
         period = 0.1
 
+        steady: list[float] = []  # from 10 s after the start: past the triggers' set-up
+
         async def ticker() -> None:
+            begin = time.perf_counter()
             while not stop.is_set():
                 t = time.perf_counter()
                 await asyncio.sleep(period)
-                lags.append(time.perf_counter() - t - period)
+                lag = time.perf_counter() - t - period
+                lags.append(lag)
+                if t - begin > 10:
+                    steady.append(lag)
 
         noticed: dict[str, float] = {}
         failures: list[str] = []
@@ -519,6 +583,7 @@ def many_child(spec_file: Path) -> int:
             "lag_p50_ms": round(lags[len(lags) // 2] * 1000, 1),
             "lag_p99_ms": round(lags[max(0, int(len(lags) * 0.99) - 1)] * 1000, 1),
             "lag_max_ms": round(lags[-1] * 1000, 1),
+            "lag_max_after_10s_ms": round(max(steady, default=0.0) * 1000, 1),
             "requests": REQUESTS[("many", "wait")],
         }
 
@@ -571,17 +636,20 @@ def many_deferred(cp: Any, impl: str, count: int, seconds: int, watcher: Complet
     child.wait()
     done.set()
     sampler.join()
-    latencies = []
+    time.sleep(2.0)  # the audit log is written when a request (or watch) ends
+    writes = job_status_writes(cp)
+    latencies, vs_watch = [], []
     for name, noticed in result.get("noticed", {}).items():
         seen = watcher.wait(namespace, name, timeout=5)
         if seen is not None:
-            latencies.append(noticed - seen[0])
+            vs_watch.append(noticed - seen[0])
+            written = complete_written(writes, (namespace, name), seen[0])
+            latencies.append(noticed - (written if written is not None else seen[0]))
     latencies.sort()
     conns = [c for _, c, _ in samples]
     # While every trigger is waiting: from 5 s after the start to the first event.
     first_event = min(result.get("noticed", {}).values(), default=0.0)
     running = [c for t, c, _ in samples if result.get("started", 0.0) + 5 < t < first_event]
-    time.sleep(2.0)
     audit = [e for e in cp.api_requests(namespace=namespace) if e.get("userAgent", "") != WATCHER_AGENT]
     return {
         "impl": impl,
@@ -596,6 +664,7 @@ def many_deferred(cp: Any, impl: str, count: int, seconds: int, watcher: Complet
         "latency_median_s": round(statistics.median(latencies), 3) if latencies else None,
         "latency_p95_s": round(latencies[int(len(latencies) * 0.95) - 1], 3) if latencies else None,
         "latency_max_s": round(latencies[-1], 3) if latencies else None,
+        "latency_vs_watch_median_s": round(statistics.median(vs_watch), 3) if vs_watch else None,
         "connections_baseline": base_conn,
         "connections_peak": max(conns, default=0),
         "connections_median_while_waiting": statistics.median(running) if running else None,
@@ -607,6 +676,7 @@ def many_deferred(cp: Any, impl: str, count: int, seconds: int, watcher: Complet
         "loop_lag_p50_ms": result.get("lag_p50_ms"),
         "loop_lag_p99_ms": result.get("lag_p99_ms"),
         "loop_lag_max_ms": result.get("lag_max_ms"),
+        "loop_lag_max_after_10s_ms": result.get("lag_max_after_10s_ms"),
         "wait_requests_per_build_client": round(result.get("requests", 0) / count, 1),
         "requests_per_build_audit": round(len(audit) / count, 1),
     }
@@ -659,6 +729,11 @@ def print_table(report: dict[str, Any]) -> None:
                 )
             )
             + (f"  ERRORS: {e['errors']}" if e["errors"] else "")
+        )
+    print("\nlatency over all build lengths (s):")
+    for variant, p in report.get("latency_pooled", {}).items():
+        print(
+            f"   {LABELS[variant]}: median {fmt(p['median_s'])}, min {fmt(p['min_s'])}, max {fmt(p['max_s'])} ({p['builds']} builds)"
         )
     for m in report.get("many", []):
         print(f"\n3. {m['builds']} concurrent deferred builds in one process: {m['impl']}")
@@ -715,6 +790,7 @@ def main() -> int:
         single = single_builds(cp, args.durations, args.reps, args.seed)
         report["single"] = single
         report["single_summary"] = summarize_single(single, args.durations)
+        report["latency_pooled"] = pooled_latency(single)
         print(f"single builds done in {single['elapsed_s']} s", flush=True)
         report["many"] = []
         if args.many:

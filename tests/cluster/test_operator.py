@@ -166,10 +166,6 @@ def test_rendered_job_is_accepted(batch_v1: Any, namespace: str, options: dict[s
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="airflow_kaniko/build.py labels map-index with str(map_index): '-1' is not a valid label value",
-)
 def test_unmapped_task_job_is_accepted(batch_v1: Any, namespace: str) -> None:
     op = make_operator(namespace, Kwok.succeed(message=DIGEST))
     rendered = op.render(BuildIdentity(dag_id="images", task_id="build", run_id="manual__1", map_index=-1))
@@ -451,13 +447,6 @@ def test_new_try_after_failure_starts_a_new_job(batch_v1: Any, namespace: str) -
     assert result["job_name"].endswith("-2")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "airflow_kaniko/cluster.py AsyncCluster._watch_kind gives up on aiohttp.ClientPayloadError "
-        "(the apiserver cuts the watch stream when it stops); only OSError/TimeoutError/ValueError are retried"
-    ),
-)
 def test_watch_survives_an_apiserver_restart(
     control_plane: ControlPlane, core_v1: Any, batch_v1: Any, namespace: str
 ) -> None:

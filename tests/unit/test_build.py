@@ -54,6 +54,15 @@ def test_job_name_is_a_dns_label_at_most_63(task_id: str) -> None:
     assert len(name) <= 63 and DNS_LABEL.match(name)
 
 
+@pytest.mark.parametrize("map_index", [-1, 0, 12])
+def test_labels_are_valid_for_mapped_and_unmapped_tasks(map_index: int) -> None:
+    job = render(identity=BuildIdentity(dag_id="dag", task_id="t", run_id="r", map_index=map_index))
+    for labels in (job["metadata"]["labels"], job["spec"]["template"]["metadata"]["labels"]):
+        for value in labels.values():
+            assert len(value) <= 63 and LABEL_VALUE.match(value), value
+    assert job["metadata"]["annotations"]["airflow-kaniko.io/map-index"] == str(map_index)
+
+
 def test_labels_are_valid_and_annotations_carry_full_values() -> None:
     long_run = "manual__2026-12-03T10:00:00.123456+00:00_" + "x" * 80
     job = render(
