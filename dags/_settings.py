@@ -1,10 +1,10 @@
 """Settings the example DAGs share, read from Airflow Variables at run time (never at parse time).
 
-Variables (all optional):
+Variables (all optional). The Kubernetes API is the ``kubernetes_default`` connection (see the
+README's Configuration section).
 - ``kaniko_registry``: registry host[:port] images are pushed to (default ``registry:5000``,
   the compose stack's registry)
 - ``kaniko_namespace``: namespace the build Jobs run in (default ``default``)
-- ``kaniko_kubernetes_conn_id``: the ``kubernetes`` connection (default ``kubernetes_default``)
 - ``kaniko_registry_conn_id``: an Airflow connection with the registry's login/password, made
   into a short-lived Secret per build (default: none, anonymous push)
 - ``kaniko_insecure_registries``: JSON list of plain-HTTP registries (default: the registry above)

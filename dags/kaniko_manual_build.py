@@ -18,8 +18,10 @@ DOC = """
 Trigger with the form: a git repository and ref (or any context kaniko reads: `s3://`,
 `gs://`, Azure `https://`, `pvc://`), the Dockerfile path, tags, build args, and whether to
 push. The image is pushed to `<kaniko_registry>/<image>:<tag>` for each tag, then verified in
-the registry (skipped when not pushing). Bad input (a tag with a space, an upper-case image
-name, an unknown context scheme) fails the build task before anything is created in the cluster.
+the registry (skipped when not pushing). The form refuses an image name that is not lowercase
+`[a-z0-9]` joined by `.`, `_`, `-` or `/`; other bad input (a tag with a space, a name over 255
+characters with the registry, an unknown context scheme) fails the build task before anything
+is created in the cluster.
 """
 
 

@@ -30,6 +30,7 @@ from airflow_kaniko.context import CONFIGMAP_ARCHIVE_KEY, CONFIGMAP_LIMIT_BYTES
 from airflow_kaniko.errors import BuildFailedError, InvalidInputError
 from airflow_kaniko.hooks import KanikoClusterHook, docker_config_from_connection
 from airflow_kaniko.naming import BuildIdentity, build_key, job_name
+from airflow_kaniko.operators._bad_input import fail_without_retry_on_bad_input
 from airflow_kaniko.status import (
     BuildPhase,
     BuildStatus,
@@ -307,6 +308,7 @@ class KanikoBuildOperator(BaseOperator):
 
     # ---- Airflow entry points ----------------------------------------------------------------
 
+    @fail_without_retry_on_bad_input()
     def execute(self, context: Context) -> dict[str, Any]:
         identity = identity_from_context(context)
         rendered = self.render(identity)

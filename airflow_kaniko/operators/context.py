@@ -22,6 +22,7 @@ from airflow.sdk import BaseOperator
 
 from airflow_kaniko.context import CONFIGMAP_LIMIT_BYTES
 from airflow_kaniko.errors import InvalidInputError
+from airflow_kaniko.operators._bad_input import fail_without_retry_on_bad_input
 from airflow_kaniko.packing import DEFAULT_COMPRESSLEVEL, pack_directory, pack_to_bytes
 from airflow_kaniko.upload import object_base, upload_context
 
@@ -62,6 +63,7 @@ class KanikoContextOperator(BaseOperator):
         self.conn_id = conn_id
         self.compresslevel = compresslevel
 
+    @fail_without_retry_on_bad_input()
     def execute(self, context: Context) -> str:
         directory = os.path.abspath(os.fspath(self.source_dir))
         if not self.upload_to:

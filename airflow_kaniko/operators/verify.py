@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from airflow.sdk import BaseOperator
 
 from airflow_kaniko.errors import InvalidInputError, VerificationError
+from airflow_kaniko.operators._bad_input import fail_without_retry_on_bad_input
 from airflow_kaniko.reference import ImageReference
 from airflow_kaniko.registry import CredentialSource, DockerConfig, RegistryClient, chain_credentials
 from airflow_kaniko.verification import Verdict, parse_labels, plan_verification, read_build_xcom, verify
@@ -279,6 +280,7 @@ class KanikoVerifyOperator(_VerifyFields, BaseOperator):
             request_timeout=request_timeout,
         )
 
+    @fail_without_retry_on_bad_input()
     def execute(self, context: Context) -> dict[str, Any]:
         references, verdict = self._check(self.log)
         if verdict.ok:

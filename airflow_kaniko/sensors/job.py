@@ -13,6 +13,7 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow_kaniko.build import KANIKO_CONTAINER, build_result
 from airflow_kaniko.errors import BuildFailedError
 from airflow_kaniko.hooks import KanikoClusterHook
+from airflow_kaniko.operators._bad_input import fail_without_retry_on_bad_input
 from airflow_kaniko.status import (
     BuildPhase,
     BuildStatus,
@@ -97,6 +98,7 @@ class KanikoJobSensor(BaseSensorOperator):
             timeout=timedelta(seconds=self.timeout) if self.timeout else None,
         )
 
+    @fail_without_retry_on_bad_input()
     def poke(self, context: Context) -> PokeReturnValue | bool:
         snapshot = self.hook.sync_cluster().read_snapshot(self.namespace, self.job_name)
         status = build_status(snapshot.job, snapshot.pods, policy=self.stuck_policy)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
+from airflow_kaniko.operators._bad_input import fail_without_retry_on_bad_input
 from airflow_kaniko.operators.verify import (
     VERIFY_TEMPLATE_FIELDS,
     VERIFY_TEMPLATE_RENDERERS,
@@ -78,6 +79,7 @@ class RegistryImageSensor(_VerifyFields, BaseSensorOperator):
             request_timeout=request_timeout,
         )
 
+    @fail_without_retry_on_bad_input()
     def poke(self, context: Context) -> PokeReturnValue | bool:
         references, verdict = self._check(self.log)
         if verdict.ok:

@@ -29,7 +29,8 @@ from tests.support.control_plane import ControlPlane, Kwok, PodControls, dump, p
 DIGEST = "sha256:" + "5e" * 32
 DESTINATIONS = ["registry.example.com:5000/team/app:1.0", "registry.example.com:5000/team/app:latest"]
 GIT_CONTEXT = "git://git.example.com/team/app.git#refs/heads/main"
-RBAC_DIR = Path(__file__).resolve().parent / "rbac"
+# The README's least-privilege ServiceAccount, Role and RoleBinding.
+DEPLOY_RBAC = Path(__file__).resolve().parents[2] / "deploy" / "rbac.yaml"
 
 # Until the map-index label is valid for unmapped tasks (see test_unmapped_task_job_is_accepted),
 # the builds below run as map index 0.
@@ -474,25 +475,12 @@ def test_least_privilege_service_account_can_build_and_no_more(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     rbac = client.RbacAuthorizationV1Api(k8s_client)
-    role = yaml.safe_load((RBAC_DIR / "kaniko-builder-role.yaml").read_text())
-    role["metadata"]["namespace"] = namespace
-    rbac.create_namespaced_role(namespace, role)
-    core_v1.create_namespaced_service_account(
-        namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="airflow-builds"))
-    )
-    rbac.create_namespaced_role_binding(
-        namespace,
-        client.V1RoleBinding(
-            metadata=client.V1ObjectMeta(name="airflow-builds"),
-            role_ref=client.V1RoleRef(
-                api_group="rbac.authorization.k8s.io", kind="Role", name=role["metadata"]["name"]
-            ),
-            subjects=[
-                client.RbacV1Subject(kind="ServiceAccount", name="airflow-builds", namespace=namespace)
-            ],
-        ),
-    )
-    kubeconfig = control_plane.service_account_kubeconfig(namespace, "airflow-builds")
+    documents = {d["kind"]: d for d in yaml.safe_load_all(DEPLOY_RBAC.read_text()) if d}
+    core_v1.create_namespaced_service_account(namespace, documents["ServiceAccount"])
+    rbac.create_namespaced_role(namespace, documents["Role"])
+    rbac.create_namespaced_role_binding(namespace, documents["RoleBinding"])
+    account = documents["ServiceAccount"]["metadata"]["name"]
+    kubeconfig = control_plane.service_account_kubeconfig(namespace, account)
     monkeypatch.setenv(
         "AIRFLOW_CONN_KUBERNETES_DEFAULT",
         control_plane.airflow_connection(namespace=namespace, kubeconfig=kubeconfig),
@@ -511,7 +499,8 @@ def test_least_privilege_service_account_can_build_and_no_more(
     event = asyncio.run(_run_trigger(deferred.value.trigger))
     assert getattr(op, deferred.value.method_name)(context, event)["digest"] == DIGEST
 
-    # ... and no more: not other namespaces, not pods directly, not reading Secrets it did not make.
+    # ... and no more: nothing in other namespaces, no pods of its own making, no deleting pods
+    # (the Job controller does), no changing Secrets, no nodes, no RBAC.
     from kubernetes import config
 
     configuration = client.Configuration()
@@ -528,6 +517,8 @@ def test_least_privilege_service_account_can_build_and_no_more(
                     spec=client.V1PodSpec(containers=[client.V1Container(name="c", image="busybox")]),
                 ),
             ),
+            lambda: sa_core.delete_namespaced_pod("any", namespace),
+            lambda: sa_core.patch_namespaced_secret("any", namespace, {"metadata": {"labels": {"a": "b"}}}),
             lambda: sa_core.list_node(),
             lambda: client.RbacAuthorizationV1Api(api).list_namespaced_role(namespace),
         ]

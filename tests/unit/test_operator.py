@@ -291,3 +291,10 @@ def test_execution_timeout_caps_the_job_deadline(fake_hook: FakeHook) -> None:
     op = make_operator(fake_hook, execution_timeout=timedelta(minutes=10))
     rendered = op.render(BuildIdentity(dag_id="d", task_id="build", run_id="r"))
     assert rendered.job["spec"]["activeDeadlineSeconds"] == 600
+
+
+def test_bad_input_fails_the_task_without_retries(fake_hook: FakeHook) -> None:
+    from airflow_kaniko.version_compat import AirflowFailException
+
+    with pytest.raises(AirflowFailException, match="'Bad_Namespace'"):
+        make_operator(fake_hook, namespace="Bad_Namespace").execute(task_context())
