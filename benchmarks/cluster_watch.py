@@ -213,15 +213,21 @@ def submit(impl: str, namespace: str, task_id: str, delay: float) -> Submitted:
             raise
         # cncf: the Job exists but get_pods() found no pod in its 4 immediate list calls.
         notes.append(f"cncf execute failed after creating the Job: {exc}")
-        deadline = time.monotonic() + 60
-        while True:
-            time.sleep(0.5)
-            try:
-                op.pods = op.get_pods(pod_request_obj=op.pod_request_obj, context=context)
-                break
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
+        # The benchmark's own retries are not the operator's requests: count them apart.
+        current = CURRENT.get()
+        token = CURRENT.set((current[0], "benchmark-retry") if current else None)
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                time.sleep(0.5)
+                try:
+                    op.pods = op.get_pods(pod_request_obj=op.pod_request_obj, context=context)
+                    break
+                except Exception:
+                    if time.monotonic() > deadline:
+                        raise
+        finally:
+            CURRENT.reset(token)
         try:
             op.execute_deferrable()
         except TaskDeferred as deferred:
@@ -369,34 +375,71 @@ def _audit_time(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-def job_status_writes(cp: Any) -> dict[tuple[str, str], list[float]]:
-    """When the Job controller wrote each Job's status (audit stageTimestamp, microseconds)."""
-    writes: dict[tuple[str, str], list[float]] = defaultdict(list)
+def job_status_writes(cp: Any) -> dict[tuple[str, str], dict[str, float]]:
+    """When the Job controller first wrote SuccessCriteriaMet and Complete into each Job's status.
+
+    From the audit log (stageTimestamp, microseconds); the policy of ``audited_control_plane``
+    records the objects of jobs/status writes, so the write that set the condition is known.
+    """
+    writes: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
     for event in cp.api_requests(clients_only=False):
         ref = event.get("objectRef") or {}
-        if (
-            ref.get("resource") == "jobs"
-            and ref.get("subresource") == "status"
-            and event.get("verb") in ("update", "patch")
-            and str(event.get("userAgent", "")).startswith("kube-controller-manager")
-            and str((event.get("responseStatus") or {}).get("code", 200)).startswith("2")
-        ):
-            writes[(ref.get("namespace", ""), ref.get("name", ""))].append(
-                _audit_time(event["stageTimestamp"])
-            )
+        if ref.get("resource") != "jobs" or ref.get("subresource") != "status":
+            continue
+        if not str((event.get("responseStatus") or {}).get("code", 200)).startswith("2"):
+            continue
+        obj = event.get("responseObject") or {}
+        at = _audit_time(event["stageTimestamp"])
+        key = (ref.get("namespace", ""), ref.get("name", ""))
+        for c in (obj.get("status") or {}).get("conditions") or ():
+            if c.get("status") == "True" and c.get("type") in ("SuccessCriteriaMet", "Complete"):
+                first = writes[key].get(c["type"])
+                writes[key][c["type"]] = at if first is None else min(first, at)
     return writes
 
 
-def complete_written(
-    writes: dict[tuple[str, str], list[float]], key: tuple[str, str], seen: float
-) -> float | None:
-    """The status write that made the Job Complete: the last one before anyone saw it Complete.
+def audited_control_plane(bin_dir: Path) -> Any:
+    """The test ControlPlane, with jobs/status writes audited with their objects."""
+    import yaml
 
-    ``seen`` is the earliest moment a reader (the reference watch or the waiter) had the Job
-    Complete in hand; the Job controller writes status more than once around completion.
-    """
-    before = [t for t in writes.get(key, ()) if t <= seen]
-    return max(before) if before else None
+    from tests.support.control_plane import ControlPlane
+
+    class Audited(ControlPlane):
+        def _audit_flags(self) -> list[str]:
+            flags = super()._audit_flags()
+            (self.workdir / "audit-policy.yaml").write_text(
+                yaml.safe_dump(
+                    {
+                        "apiVersion": "audit.k8s.io/v1",
+                        "kind": "Policy",
+                        "omitStages": ["RequestReceived", "ResponseStarted"],
+                        "rules": [
+                            {
+                                "level": "RequestResponse",
+                                "verbs": ["update", "patch"],
+                                "resources": [{"group": "batch", "resources": ["jobs/status"]}],
+                            },
+                            {"level": "Metadata"},
+                        ],
+                    }
+                )
+            )
+            return flags
+
+    return Audited(bin_dir, nodes=2, audit=True)
+
+
+def latencies_from_writes(
+    writes: dict[tuple[str, str], dict[str, float]], key: tuple[str, str], noticed: float
+) -> dict[str, float]:
+    """noticed minus the Complete write, and minus the first terminal write (SuccessCriteriaMet)."""
+    out = {}
+    conditions = writes.get(key, {})
+    if "Complete" in conditions:
+        out["latency_vs_complete_s"] = round(noticed - conditions["Complete"], 3)
+    if conditions:
+        out["latency_vs_first_terminal_s"] = round(noticed - min(conditions.values()), 3)
+    return out
 
 
 def single_builds(cp: Any, durations: list[int], reps: int, seed: int) -> dict[str, Any]:
@@ -428,11 +471,7 @@ def single_builds(cp: Any, durations: list[int], reps: int, seed: int) -> dict[s
             continue
         if "noticed" in result:
             ns = namespaces[(variant, duration)]
-            written = complete_written(
-                writes, (ns, result["job"]), min(result["seen_by_watch"], result["noticed"])
-            )
-            if written is not None:
-                result["latency_vs_write_s"] = round(result["noticed"] - written, 3)
+            result.update(latencies_from_writes(writes, (ns, result["job"]), result["noticed"]))
         rows.append(result)
     audit: dict[str, Any] = {}
     for (variant, duration), ns in namespaces.items():
@@ -451,9 +490,14 @@ def pooled_latency(single: dict[str, Any]) -> dict[str, Any]:
     pooled = {}
     for variant in VARIANTS:
         lat = sorted(
-            r.get("latency_vs_write_s", r["latency_vs_watch_s"])
+            r.get("latency_vs_complete_s", r["latency_vs_watch_s"])
             for r in single["rows"]
             if r["variant"] == variant and "latency_vs_watch_s" in r
+        )
+        first = sorted(
+            r["latency_vs_first_terminal_s"]
+            for r in single["rows"]
+            if r["variant"] == variant and "latency_vs_first_terminal_s" in r
         )
         if lat:
             pooled[variant] = {
@@ -461,6 +505,8 @@ def pooled_latency(single: dict[str, Any]) -> dict[str, Any]:
                 "median_s": round(statistics.median(lat), 3),
                 "min_s": round(lat[0], 3),
                 "max_s": round(lat[-1], 3),
+                "vs_first_terminal_median_s": round(statistics.median(first), 3) if first else None,
+                "vs_first_terminal_max_s": round(first[-1], 3) if first else None,
             }
     return pooled
 
@@ -481,12 +527,14 @@ def summarize_single(single: dict[str, Any], durations: list[int]) -> list[dict[
             ]
             entry: dict[str, Any] = {"variant": variant, "duration_s": duration, "builds": len(rows)}
             if rows:
-                lat = [r.get("latency_vs_write_s", r["latency_vs_watch_s"]) for r in rows]
+                lat = [r.get("latency_vs_complete_s", r["latency_vs_watch_s"]) for r in rows]
                 watch = [r["latency_vs_watch_s"] for r in rows]
                 cond = [r["latency_vs_condition_s"] for r in rows]
+                first = [r["latency_vs_first_terminal_s"] for r in rows if "latency_vs_first_terminal_s" in r]
                 entry.update(
                     latency_median_s=round(statistics.median(lat), 3),
                     latency_max_s=round(max(lat), 3),
+                    latency_vs_first_terminal_median_s=round(statistics.median(first), 3) if first else None,
                     latency_vs_watch_median_s=round(statistics.median(watch), 3),
                     latency_vs_condition_median_s=round(statistics.median(cond), 3),
                     requests_median={
@@ -668,14 +716,18 @@ def many_deferred(cp: Any, impl: str, count: int, seconds: int, watcher: Complet
     sampler.join()
     time.sleep(2.0)  # the audit log is written when a request (or watch) ends
     writes = job_status_writes(cp)
-    latencies, vs_watch = [], []
+    latencies, vs_terminal, vs_watch = [], [], []
     for name, noticed in result.get("noticed", {}).items():
+        found = latencies_from_writes(writes, (namespace, name), noticed)
+        if "latency_vs_complete_s" in found:
+            latencies.append(found["latency_vs_complete_s"])
+        if "latency_vs_first_terminal_s" in found:
+            vs_terminal.append(found["latency_vs_first_terminal_s"])
         seen = watcher.wait(namespace, name, timeout=5)
         if seen is not None:
             vs_watch.append(noticed - seen[0])
-            written = complete_written(writes, (namespace, name), min(seen[0], noticed))
-            latencies.append(noticed - (written if written is not None else seen[0]))
     latencies.sort()
+    vs_terminal.sort()
     conns = [c for _, c, _ in samples]
     # While every trigger is waiting: from 5 s after the last one started to the first event.
     first_event = min(result.get("noticed", {}).values(), default=0.0)
@@ -696,6 +748,10 @@ def many_deferred(cp: Any, impl: str, count: int, seconds: int, watcher: Complet
         "latency_median_s": round(statistics.median(latencies), 3) if latencies else None,
         "latency_p95_s": round(latencies[int(len(latencies) * 0.95) - 1], 3) if latencies else None,
         "latency_max_s": round(latencies[-1], 3) if latencies else None,
+        "latency_vs_first_terminal_median_s": round(statistics.median(vs_terminal), 3)
+        if vs_terminal
+        else None,
+        "latency_vs_first_terminal_max_s": round(vs_terminal[-1], 3) if vs_terminal else None,
         "latency_vs_watch_median_s": round(statistics.median(vs_watch), 3) if vs_watch else None,
         "connections_baseline": base_conn,
         "connections_peak": max(conns, default=0),
@@ -741,7 +797,7 @@ def print_table(report: dict[str, Any]) -> None:
         "waiter",
         "build",
         "noticed after Complete (s)",
-        "vs condition (s)",
+        "vs first terminal condition (s)",
         "requests submit/wait/finish = total",
         "audit/build",
     )
@@ -754,7 +810,7 @@ def print_table(report: dict[str, Any]) -> None:
                     LABELS[e["variant"]],
                     f"{e['duration_s']} s",
                     f"{fmt(e.get('latency_median_s'))} (max {fmt(e.get('latency_max_s'))})",
-                    fmt(e.get("latency_vs_condition_median_s")),
+                    fmt(e.get("latency_vs_first_terminal_median_s")),
                     f"{fmt(req.get('submit'))}/{fmt(req.get('wait'))}/{fmt(req.get('finish'))} = {fmt(req.get('total'))}",
                     fmt(e.get("audit_requests_per_build")),
                 )
@@ -764,7 +820,10 @@ def print_table(report: dict[str, Any]) -> None:
     print("\nlatency over all build lengths (s):")
     for variant, p in report.get("latency_pooled", {}).items():
         print(
-            f"   {LABELS[variant]}: median {fmt(p['median_s'])}, min {fmt(p['min_s'])}, max {fmt(p['max_s'])} ({p['builds']} builds)"
+            f"   {LABELS[variant]}: median {fmt(p['median_s'])}, min {fmt(p['min_s'])}, "
+            f"max {fmt(p['max_s'])}; vs first terminal condition median "
+            f"{fmt(p['vs_first_terminal_median_s'])}, max {fmt(p['vs_first_terminal_max_s'])} "
+            f"({p['builds']} builds)"
         )
     for m in report.get("many", []):
         print(f"\n3. {m['builds']} concurrent deferred builds in one process: {m['impl']}")
@@ -789,12 +848,12 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=RESULTS)
     args = parser.parse_args()
 
-    from tests.support.control_plane import ControlPlane, build_control_plane
+    from tests.support.control_plane import build_control_plane
 
     import_everything()
     install_request_counter()
     t0 = time.monotonic()
-    cp = ControlPlane(build_control_plane(), nodes=2, audit=True)
+    cp = audited_control_plane(build_control_plane())
     cp.start()
     print(f"control plane up in {time.monotonic() - t0:.1f}s ({cp.server})", flush=True)
     report: dict[str, Any] = {

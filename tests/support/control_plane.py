@@ -355,7 +355,7 @@ def _free_ports(count: int) -> list[int]:
 
 
 def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM when the process that started us dies (even by SIGKILL).
+    """In the child before exec: SIGKILL when the process that started us dies (even by SIGKILL).
 
     Linux delivers it when the *thread* that forked exits, so start and restart components from
     a thread that lives as long as the control plane (pytest's main thread does).
@@ -364,7 +364,7 @@ def _die_with_parent() -> None:
         import ctypes
 
         pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
 @dataclass
