@@ -241,6 +241,14 @@ def _api_error(exc: Exception) -> ApiError:
     return ApiError(status, message)
 
 
+def _status_error(status: int, body: bytes) -> ApiError:
+    """An error answer that came back as a response (unpreloaded clients do not raise on it)."""
+    message = body.decode("utf-8", "replace").strip()
+    with contextlib.suppress(ValueError, AttributeError):
+        message = json.loads(body).get("message", message)
+    return ApiError(status, message or f"HTTP {status}")
+
+
 def _call_kwargs(req: ApiRequest, *, timeout: float | None) -> dict[str, Any]:
     return {
         "query_params": list(req.query.items()),
@@ -272,7 +280,12 @@ class SyncCluster:
             if req.missing_ok and error.status == 404:
                 return None
             raise error from exc
+        status = int(getattr(response, "status", 200))
         data = response.data
+        if status >= 400:
+            if req.missing_ok and status == 404:
+                return None
+            raise _status_error(status, data)
         if req.path.endswith("/log"):
             return data.decode("utf-8", "replace")
         return _decode(data)
@@ -323,13 +336,21 @@ class AsyncCluster:
     async def _open(self, req: ApiRequest, *, timeout: float | None) -> Any:
         self.requests_sent += 1
         try:
-            return await self._api.call_api(req.path, req.method, **_call_kwargs(req, timeout=timeout))
+            response = await self._api.call_api(req.path, req.method, **_call_kwargs(req, timeout=timeout))
         except Exception as exc:
             if isinstance(exc, asyncio.CancelledError):
                 raise
             if getattr(exc, "status", None) is None and not hasattr(exc, "body"):
                 raise ApiError(0, f"Kubernetes API unreachable: {exc!r}") from exc
             raise _api_error(exc) from exc
+        status = int(getattr(response, "status", 200))
+        if status >= 400:
+            try:
+                body = await response.read()
+            finally:
+                response.release()
+            raise _status_error(status, body)
+        return response
 
     async def send(self, req: ApiRequest) -> Any:
         try:

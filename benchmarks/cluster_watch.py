@@ -11,9 +11,11 @@ Starts ONE control plane (etcd, kube-apiserver, kube-controller-manager, kube-sc
      every ``poll_interval`` = 10 s, a new ApiClient per poll);
    - ``cncf worker``: ``KubernetesHook.wait_until_job_complete`` (the non-deferred
      ``KubernetesJobOperator``, ``job_poll_interval`` = 10 s).
-   "Complete" is taken from a separate watch of all Jobs (wall clock, sub-second) and, as a
-   cross-check, from the Complete condition's lastTransitionTime (whole seconds, truncated: the
-   figure against it is up to 1 s too high).
+   The reference is the kube-apiserver audit log: this script's audit policy records the
+   objects of jobs/status writes, so the moment (microseconds, same clock) the Job controller
+   wrote the Complete condition, and the SuccessCriteriaMet condition it writes just before,
+   is known. Cross-checks: a separate watch of all Jobs in this process (wall clock), and the
+   Complete condition's lastTransitionTime (whole seconds, truncated).
 2. API requests per build for builds of 10 s, 60 s and 300 s (kwok delay), counted in the client
    at the REST layer (``kubernetes`` and ``kubernetes_asyncio`` ``RESTClientObject.request``,
    every request including watch opens), split into submit (the operator's ``execute`` up to
@@ -23,7 +25,8 @@ Starts ONE control plane (etcd, kube-apiserver, kube-controller-manager, kube-sc
    random phase (a fixed delay would always hit the same point of the poll period).
 3. Many deferred builds in one process (like one triggerer): N Jobs (default 200) that finish
    about 60 s after they start; N ``KanikoJobTrigger.run()`` in one asyncio loop in a child
-   process, then N cncf ``KubernetesJobTrigger.run()`` in another child. The parent samples the
+   process, each started as soon as its operator deferred, then the same with N cncf
+   ``KubernetesJobTrigger.run()`` in another child. The parent samples the
    child's open TCP connections to the apiserver (its socket inodes matched against
    /proc/<pid>/net/tcp) and RSS from /proc; the child measures event-loop lag (a ticker's sleep
    overshoot) and counts requests.
@@ -45,6 +48,7 @@ import json
 import os
 import platform
 import random
+import signal
 import statistics
 import subprocess
 import sys
@@ -852,6 +856,8 @@ def main() -> int:
 
     import_everything()
     install_request_counter()
+    # A SIGTERM unwinds like Ctrl-C, so the control plane is stopped, not orphaned.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     t0 = time.monotonic()
     cp = audited_control_plane(build_control_plane())
     cp.start()

@@ -63,8 +63,13 @@ class _SyncResponse:
 
 class _AsyncResponse:
     def __init__(
-        self, data: bytes | None = None, watch: _Watch | None = None, kube: FakeKube | None = None
+        self,
+        data: bytes | None = None,
+        watch: _Watch | None = None,
+        kube: FakeKube | None = None,
+        status: int = 200,
     ) -> None:
+        self.status = status
         self._data = data
         self._watch = watch
         self._kube = kube
@@ -95,6 +100,7 @@ class _AsyncResponse:
 class FakeKube:
     objects: dict[tuple[str, str, str], JSON] = field(default_factory=dict)
     logs: dict[str, str] = field(default_factory=dict)
+    log_errors: dict[str, tuple[int, str]] = field(default_factory=dict)  # pod -> (status, message)
     version: int = 100
     requests: list[tuple[str, str]] = field(default_factory=list)
     watches: list[_Watch] = field(default_factory=list)
@@ -281,8 +287,10 @@ class FakeAsyncApiClient:
             return _AsyncResponse(watch=watch, kube=self.kube)
         answer, _ = self.kube.handle(resource_path, method, kwargs)
         data = answer.encode() if isinstance(answer, str) else json.dumps(answer).encode()
-        if resource_path.endswith("/log") and query.get("follow") == "true":
-            return _AsyncResponse(data=data)
+        pod = resource_path.rstrip("/").split("/")[-2]
+        if resource_path.endswith("/log") and pod in self.kube.log_errors:
+            status, message = self.kube.log_errors[pod]
+            return _AsyncResponse(data=json.dumps({"message": message}).encode(), status=status)
         return _AsyncResponse(data=data)
 
 

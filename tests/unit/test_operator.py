@@ -298,3 +298,15 @@ def test_bad_input_fails_the_task_without_retries(fake_hook: FakeHook) -> None:
 
     with pytest.raises(AirflowFailException, match="'Bad_Namespace'"):
         make_operator(fake_hook, namespace="Bad_Namespace").execute(task_context())
+
+
+def test_log_stream_error_is_reported_not_printed_as_kaniko_output(
+    kube: FakeKube, controller: Controller, fake_hook: FakeHook, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def refuse_logs(k: FakeKube, ns: str, job: str) -> None:
+        k.log_errors[f"{job}-0"] = (400, 'no logs found for container "kaniko"')
+
+    controller.script = [start_pod(), refuse_logs, run_pod(), finish_pod(), complete_job()]
+    make_operator(fake_hook).execute(task_context())
+    logged = capsys.readouterr().out
+    assert "log stream ended: Kubernetes API answered 400: no logs found" in logged
