@@ -332,6 +332,25 @@ def render_build(build: KanikoBuild, settings: JobSettings, identity: BuildIdent
     return RenderedBuild(job=job, context=plan)
 
 
+def docker_config_secret_name(job_name: str) -> str:
+    return f"{job_name}-docker-config"
+
+
+def git_secret_name(job_name: str) -> str:
+    return f"{job_name}-git"
+
+
+def owned_object_names(job_name: str) -> tuple[tuple[str, str], ...]:
+    """(kind, name) of every object a build Job may own: deleted by name with it, so the
+    identity Airflow uses needs no right to list Secrets (the garbage collector would remove
+    them too, but not at once)."""
+    return (
+        ("secrets", docker_config_secret_name(job_name)),
+        ("secrets", git_secret_name(job_name)),
+        ("configmaps", job_name),
+    )
+
+
 def _owned_metadata(job: Mapping[str, Any], name: str) -> dict[str, Any]:
     meta = job["metadata"]
     owner = {"apiVersion": "batch/v1", "kind": "Job", "name": meta["name"], "controller": True}

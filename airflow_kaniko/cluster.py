@@ -25,6 +25,7 @@ from urllib.parse import quote
 
 import aiohttp
 
+from airflow_kaniko.build import owned_object_names
 from airflow_kaniko.naming import LABEL_PREFIX
 
 __all__ = [
@@ -41,7 +42,6 @@ JSON = dict[str, Any]
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 # A watch request is re-opened after this long; a build of any length costs one request per period.
 WATCH_TIMEOUT_SECONDS = 1800
-_OWNED_KINDS = ("secrets", "configmaps")
 
 
 class ApiError(Exception):
@@ -169,14 +169,10 @@ def create_build_op(job: Mapping[str, Any], owned: Sequence[OwnedFactory]) -> Op
 
 
 def delete_build_op(namespace: str, name: str) -> Operation[bool]:
-    """Delete the Job (pods go with it) and the Secrets/ConfigMaps it owns. True if it existed."""
+    """Delete the Job (pods go with it) and the Secrets/ConfigMap it may own. True if it existed."""
     answer = yield delete("jobs", namespace, name)
-    for kind in _OWNED_KINDS:
-        owned = yield list_(kind, namespace, labelSelector=f"{LABEL_PREFIX}/build-key")
-        for obj in owned["items"]:
-            refs = obj["metadata"].get("ownerReferences") or ()
-            if any(r.get("kind") == "Job" and r.get("name") == name for r in refs):
-                yield delete(kind, namespace, obj["metadata"]["name"])
+    for kind, owned in owned_object_names(name):
+        yield delete(kind, namespace, owned)
     return answer is not None
 
 

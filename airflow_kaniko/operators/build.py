@@ -20,6 +20,8 @@ from airflow_kaniko.build import (
     KanikoBuild,
     RenderedBuild,
     build_result,
+    docker_config_secret_name,
+    git_secret_name,
     render_build,
     render_configmap,
     render_docker_config_secret,
@@ -247,8 +249,8 @@ class KanikoBuildOperator(BaseOperator):
             namespace=self.namespace,
             executor_image=self.executor_image,
             docker_config_secret=self.docker_config_secret
-            or (f"{name}-docker-config" if self.registry_conn_id else None),
-            git_secret=f"{name}-git" if self.git_conn_id else None,
+            or (docker_config_secret_name(name) if self.registry_conn_id else None),
+            git_secret=git_secret_name(name) if self.git_conn_id else None,
             resources=self.container_resources,
             node_selector=self.node_selector,
             tolerations=self.tolerations,
@@ -274,13 +276,15 @@ class KanikoBuildOperator(BaseOperator):
                 lambda job: (
                     "secrets",
                     render_docker_config_secret(
-                        job, name=f"{name}-docker-config", docker_config_json=docker_config
+                        job, name=docker_config_secret_name(name), docker_config_json=docker_config
                     ),
                 )
             )
         if self.git_conn_id:
             values = _git_credentials(self.git_conn_id)
-            owned.append(lambda job: ("secrets", render_git_secret(job, name=f"{name}-git", values=values)))
+            owned.append(
+                lambda job: ("secrets", render_git_secret(job, name=git_secret_name(name), values=values))
+            )
         if rendered.context.local_directory is not None:
             from airflow_kaniko.packing import pack_to_bytes
 

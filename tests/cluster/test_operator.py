@@ -510,6 +510,7 @@ def test_least_privilege_service_account_can_build_and_no_more(
         forbidden_calls: list[Any] = [
             lambda: sa_batch.list_namespaced_job("default"),
             lambda: sa_core.list_namespaced_secret("default"),
+            lambda: sa_core.list_namespaced_secret(namespace),  # deletes its Secrets by name instead
             lambda: sa_core.create_namespaced_pod(
                 namespace,
                 client.V1Pod(
