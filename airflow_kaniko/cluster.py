@@ -396,7 +396,7 @@ class AsyncCluster:
         finally:
             response.release()
 
-    async def _watch_kind(
+    async def watch_kind(
         self, kind: str, namespace: str, query: Mapping[str, str], queue: asyncio.Queue[tuple[str, str, Any]]
     ) -> None:
         """List, then watch from the list's resourceVersion forever; feed (kind, type, obj) events."""
@@ -467,10 +467,10 @@ class AsyncCluster:
         seen: set[str] = set()
         tasks = [
             asyncio.create_task(
-                self._watch_kind("job", namespace, {"fieldSelector": f"metadata.name={name}"}, queue)
+                self.watch_kind("job", namespace, {"fieldSelector": f"metadata.name={name}"}, queue)
             ),
             asyncio.create_task(
-                self._watch_kind("pod", namespace, {"labelSelector": job_pods_selector(name)}, queue)
+                self.watch_kind("pod", namespace, {"labelSelector": job_pods_selector(name)}, queue)
             ),
         ]
         try:

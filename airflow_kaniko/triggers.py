@@ -8,6 +8,7 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_kaniko.hooks import KanikoClusterHook
+from airflow_kaniko.sharedwatch import shared_namespace_watch
 from airflow_kaniko.status import StuckPolicy, status_to_event
 from airflow_kaniko.waiting import wait_for_build
 
@@ -77,9 +78,13 @@ class KanikoJobTrigger(BaseTrigger):
             unschedulable_seconds=self.unschedulable_seconds,
             container_creating_seconds=self.container_creating_seconds,
         )
-        async with self._hook().async_cluster() as cluster:
+        hook = self._hook()
+        # All triggers of this process that watch the same cluster and namespace share one
+        # watch of Jobs and one of pods (two connections, not two per build).
+        cluster_key = (self.kubernetes_conn_id, self.config_file, self.cluster_context, self.in_cluster)
+        async with shared_namespace_watch(cluster_key, self.namespace, hook.async_cluster) as watch:
             status = await wait_for_build(
-                cluster,
+                watch,
                 self.namespace,
                 self.job_name,
                 policy=policy,

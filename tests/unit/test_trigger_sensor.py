@@ -99,8 +99,9 @@ def test_trigger_requests_do_not_grow_with_build_length(
     monkeypatch.setattr(KanikoJobTrigger, "_hook", lambda self: fake_hook)
     payload = run_trigger(KanikoJobTrigger(job_name=submitted["job_name"], namespace="default"))
     assert payload["digest"] == DIGEST
-    # two lists and two watches, whatever the build's length
-    assert fake_hook.async_clusters[-1].requests_sent == 4
+    # the shared namespace watch: two lists and two watches; the build: one read of its Job and
+    # pods. Whatever the build's length.
+    assert fake_hook.async_clusters[-1].requests_sent == 6
 
 
 def test_trigger_on_kill_deletes_the_job(
@@ -139,3 +140,36 @@ def test_sensor_waits_while_running_and_fails_fast_on_failure(
     fail_job()(kube, "default", submitted["job_name"])
     with pytest.raises(BuildFailedError, match="bad Dockerfile"):
         sensor.poke(task_context())
+
+
+def test_concurrent_triggers_share_one_watch_per_namespace(
+    kube: FakeKube, controller: Controller, fake_hook: FakeHook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    controller.script = [start_pod(), run_pod()]
+    names = []
+    for task_id in ("build_a", "build_b", "build_c"):
+        op = make_operator(fake_hook, task_id=task_id, wait_for_completion=False, cleanup="keep")
+        names.append(op.execute(task_context(task_id=task_id))["job_name"])
+    controller.join()
+    monkeypatch.setattr(KanikoJobTrigger, "_hook", lambda self: fake_hook)
+
+    async def all_three() -> list[dict[str, Any]]:
+        async def first(trigger: KanikoJobTrigger) -> dict[str, Any]:
+            async for event in trigger.run():
+                return dict(event.payload)
+            raise AssertionError("no event")
+
+        waiting = [
+            asyncio.create_task(first(KanikoJobTrigger(job_name=n, namespace="default"))) for n in names
+        ]
+        await asyncio.sleep(0.3)
+        for name in names:  # finish them one after the other, while all three wait
+            await asyncio.to_thread(finish_pod(), kube, "default", name)
+            await asyncio.to_thread(complete_job(), kube, "default", name)
+        return await asyncio.wait_for(asyncio.gather(*waiting), timeout=20)
+
+    payloads = asyncio.run(all_three())
+    assert [p["job_name"] for p in payloads] == names
+    assert all(p["phase"] == "succeeded" and p["digest"] == DIGEST for p in payloads)
+    assert len(fake_hook.async_clusters) == 1  # one client, one pair of watches
+    assert sum(1 for method, _ in kube.requests if method == "WATCH") == 2
