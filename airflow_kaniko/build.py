@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from airflow_kaniko.context import ContextKind, ContextPlan, plan_context
+from airflow_kaniko.context import ContextPlan, plan_context
 from airflow_kaniko.errors import InvalidInputError
 from airflow_kaniko.naming import LABEL_PREFIX, BuildIdentity, build_key, job_name, label_safe
 from airflow_kaniko.reference import parse_reference
@@ -396,10 +396,6 @@ def render_configmap(job: Mapping[str, Any], *, archive: bytes, key: str) -> dic
         "metadata": _owned_metadata(job, job["metadata"]["name"]),
         "binaryData": {key: base64.b64encode(archive).decode()},
     }
-
-
-def needs_owned_configmap(plan: ContextPlan) -> bool:
-    return plan.kind is ContextKind.LOCAL
 
 
 def destinations_of(job: Mapping[str, Any]) -> list[str]:

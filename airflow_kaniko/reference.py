@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from airflow_kaniko.errors import InvalidInputError
 
-__all__ = ["DOCKER_HUB", "ImageReference", "parse_reference", "validate_tag"]
+__all__ = ["DOCKER_HUB", "ImageReference", "parse_reference"]
 
 DOCKER_HUB = "docker.io"
 _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
@@ -101,8 +101,3 @@ def parse_reference(text: str, *, what: str = "image reference", allow_digest: b
         raise InvalidInputError(f"{what} {text!r} is longer than {_NAME_MAX} characters")
     return ImageReference(registry=registry, repository=path, tag=tag, digest=digest or None)
 
-
-def validate_tag(tag: str) -> str:
-    if not _TAG.match(tag):
-        raise InvalidInputError(f"tag {tag!r} is not valid: allowed is [\\w][\\w.-]{{0,127}}")
-    return tag
