@@ -168,11 +168,17 @@ def create_build_op(job: Mapping[str, Any], owned: Sequence[OwnedFactory]) -> Op
     return created
 
 
-def delete_build_op(namespace: str, name: str) -> Operation[bool]:
-    """Delete the Job (pods go with it) and the Secrets/ConfigMap it may own. True if it existed."""
+def delete_build_op(
+    namespace: str, name: str, owned: Sequence[tuple[str, str]] | None = None
+) -> Operation[bool]:
+    """Delete the Job (pods go with it) and the objects it owns. True if the Job existed.
+
+    ``owned`` lists (kind, name) of what was created with the Job; None means every object a
+    build may own (whoever deletes does not know how the Job was created, e.g. a trigger).
+    """
     answer = yield delete("jobs", namespace, name)
-    for kind, owned in owned_object_names(name):
-        yield delete(kind, namespace, owned)
+    for kind, owned_name in owned_object_names(name) if owned is None else owned:
+        yield delete(kind, namespace, owned_name)
     return answer is not None
 
 
@@ -308,8 +314,8 @@ class SyncCluster:
     def create_build(self, job: Mapping[str, Any], owned: Sequence[OwnedFactory] = ()) -> JSON:
         return self.run(create_build_op(job, owned))
 
-    def delete_build(self, namespace: str, name: str) -> bool:
-        return self.run(delete_build_op(namespace, name))
+    def delete_build(self, namespace: str, name: str, owned: Sequence[tuple[str, str]] | None = None) -> bool:
+        return self.run(delete_build_op(namespace, name, owned))
 
     def exists(self, kind: str, namespace: str, name: str) -> bool:
         return self.send(read(kind, namespace, name)) is not None

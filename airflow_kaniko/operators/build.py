@@ -427,10 +427,21 @@ class KanikoBuildOperator(BaseOperator):
 
     def _delete(self, cluster: SyncCluster, name: str) -> None:
         try:
-            if cluster.delete_build(self.namespace, name):
+            if cluster.delete_build(self.namespace, name, self._owned_names(name)):
                 self.log.info("deleted Job %s/%s and what it owned", self.namespace, name)
         except Exception:
             self.log.exception("could not delete Job %s/%s", self.namespace, name)
+
+    def _owned_names(self, name: str) -> list[tuple[str, str]]:
+        """What this operator creates with a Job (and so deletes with it)."""
+        owned = []
+        if self.registry_conn_id:
+            owned.append(("secrets", docker_config_secret_name(name)))
+        if self.git_conn_id:
+            owned.append(("secrets", git_secret_name(name)))
+        if str(self.context).startswith("local://"):
+            owned.append(("configmaps", name))
+        return owned
 
     def on_kill(self) -> None:
         if self._job_name:
