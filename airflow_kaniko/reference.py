@@ -100,4 +100,3 @@ def parse_reference(text: str, *, what: str = "image reference", allow_digest: b
     if len(f"{registry}/{path}") > _NAME_MAX:
         raise InvalidInputError(f"{what} {text!r} is longer than {_NAME_MAX} characters")
     return ImageReference(registry=registry, repository=path, tag=tag, digest=digest or None)
-
