@@ -67,6 +67,15 @@ class KanikoClusterHook:
         async with hook.get_conn() as api_client:
             yield AsyncCluster(api_client)
 
+    def connection_arguments(self) -> dict[str, Any]:
+        """The arguments naming this cluster connection, so a trigger can rebuild the hook."""
+        return {
+            "kubernetes_conn_id": self.kubernetes_conn_id,
+            "config_file": self.config_file,
+            "cluster_context": self.cluster_context,
+            "in_cluster": self.in_cluster,
+        }
+
     def connection_extras(self) -> dict[str, Any]:
         return dict(self.kubernetes_hook.conn_extras)
 

@@ -49,6 +49,26 @@ class KanikoJobTrigger(BaseTrigger):
         self.container_creating_seconds = container_creating_seconds
         self.delete_on_kill = delete_on_kill
 
+    @classmethod
+    def for_job(
+        cls,
+        hook: KanikoClusterHook,
+        *,
+        job_name: str,
+        namespace: str,
+        policy: StuckPolicy,
+        delete_on_kill: bool = True,
+    ) -> KanikoJobTrigger:
+        """The trigger that waits for ``job_name`` on the cluster ``hook`` talks to."""
+        return cls(
+            job_name=job_name,
+            namespace=namespace,
+            **hook.connection_arguments(),
+            unschedulable_seconds=policy.unschedulable_seconds,
+            container_creating_seconds=policy.container_creating_seconds,
+            delete_on_kill=delete_on_kill,
+        )
+
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",

@@ -350,15 +350,8 @@ class KanikoBuildOperator(BaseOperator):
             }
         if self.deferrable:
             self.defer(
-                trigger=KanikoJobTrigger(
-                    job_name=decision.job_name,
-                    namespace=self.namespace,
-                    kubernetes_conn_id=self.kubernetes_conn_id,
-                    config_file=self.config_file,
-                    cluster_context=self.cluster_context,
-                    in_cluster=self.in_cluster,
-                    unschedulable_seconds=self.stuck_policy.unschedulable_seconds,
-                    container_creating_seconds=self.stuck_policy.container_creating_seconds,
+                trigger=KanikoJobTrigger.for_job(
+                    self.hook, job_name=decision.job_name, namespace=self.namespace, policy=self.stuck_policy
                 ),
                 method_name="execute_complete",
             )

@@ -82,15 +82,11 @@ class KanikoJobSensor(BaseSensorOperator):
         if (result := self.poke(context)) and isinstance(result, PokeReturnValue) and result.is_done:
             return result.xcom_value
         self.defer(
-            trigger=KanikoJobTrigger(
+            trigger=KanikoJobTrigger.for_job(
+                self.hook,
                 job_name=self.job_name,
                 namespace=self.namespace,
-                kubernetes_conn_id=self.kubernetes_conn_id,
-                config_file=self.config_file,
-                cluster_context=self.cluster_context,
-                in_cluster=self.in_cluster,
-                unschedulable_seconds=self.stuck_policy.unschedulable_seconds,
-                container_creating_seconds=self.stuck_policy.container_creating_seconds,
+                policy=self.stuck_policy,
                 # The sensor watches a build it did not start: killing it leaves the build alone.
                 delete_on_kill=False,
             ),

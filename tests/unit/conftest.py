@@ -45,6 +45,14 @@ class FakeHook:
     def connection_extras(self) -> dict[str, Any]:
         return {}
 
+    def connection_arguments(self) -> dict[str, Any]:
+        return {
+            "kubernetes_conn_id": "kubernetes_default",
+            "config_file": None,
+            "cluster_context": None,
+            "in_cluster": None,
+        }
+
 
 Step = Callable[[FakeKube, str, str], None]
 
