@@ -18,7 +18,7 @@ import contextlib
 import json
 import logging
 import random
-from collections.abc import AsyncIterator, Callable, Generator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
@@ -462,7 +462,7 @@ class AsyncCluster:
 
     async def watch_build(
         self, namespace: str, name: str, *, tick_seconds: float = 5.0
-    ) -> AsyncIterator[BuildSnapshot]:
+    ) -> AsyncGenerator[BuildSnapshot, None]:
         """Yield a snapshot whenever the Job or one of its pods changes, and every ``tick_seconds``.
 
         The ticks cost no requests; they let time-based decisions (a pod unschedulable for too

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Hashable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,7 +118,7 @@ class NamespaceWatch:
 
     async def watch_build(
         self, namespace: str, name: str, *, tick_seconds: float = 5.0
-    ) -> AsyncIterator[BuildSnapshot]:
+    ) -> AsyncGenerator[BuildSnapshot, None]:
         """Snapshots of one build, as ``AsyncCluster.watch_build`` yields them."""
         assert namespace == self.namespace
         event = asyncio.Event()

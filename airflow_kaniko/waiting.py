@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from typing import Any, Protocol
 
 from airflow_kaniko.build import KANIKO_CONTAINER
@@ -24,7 +24,7 @@ _LOG_DRAIN_SECONDS = 5.0
 class WatchingCluster(Protocol):
     def watch_build(
         self, namespace: str, name: str, *, tick_seconds: float = ...
-    ) -> AsyncIterator[BuildSnapshot]: ...
+    ) -> AsyncGenerator[BuildSnapshot, None]: ...
 
     def follow_log(self, namespace: str, pod: str, container: str) -> AsyncIterator[str]: ...
 
@@ -68,21 +68,25 @@ async def wait_for_build(
     last: tuple[str, str, str] | None = None
     status: BuildStatus | None = None
     try:
-        async for snapshot in cluster.watch_build(namespace, name, tick_seconds=tick_seconds):
-            status = build_status(snapshot.job, snapshot.pods, policy=policy)
-            key = (status.phase.value, status.reason.value, status.message)
-            if on_status is not None and key != last:
-                on_status(status)
-            last = key
-            if on_log is not None:
-                for pod in snapshot.pods:
-                    pod_name = pod["metadata"]["name"]
-                    if pod_name not in followers and _container_started(pod):
-                        followers[pod_name] = asyncio.create_task(
-                            _forward_log(cluster, namespace, pod_name, on_log)
-                        )
-            if status.finished:
-                break
+        # aclosing: leaving the loop closes the watch (its streams and tasks) now, not at GC.
+        async with contextlib.aclosing(
+            cluster.watch_build(namespace, name, tick_seconds=tick_seconds)
+        ) as snapshots:
+            async for snapshot in snapshots:
+                status = build_status(snapshot.job, snapshot.pods, policy=policy)
+                key = (status.phase.value, status.reason.value, status.message)
+                if on_status is not None and key != last:
+                    on_status(status)
+                last = key
+                if on_log is not None:
+                    for pod in snapshot.pods:
+                        pod_name = pod["metadata"]["name"]
+                        if pod_name not in followers and _container_started(pod):
+                            followers[pod_name] = asyncio.create_task(
+                                _forward_log(cluster, namespace, pod_name, on_log)
+                            )
+                if status.finished:
+                    break
     finally:
         if followers:
             _, pending = await asyncio.wait(followers.values(), timeout=_LOG_DRAIN_SECONDS)
