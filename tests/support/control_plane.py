@@ -35,9 +35,9 @@ from typing import Any, TypeVar
 
 import yaml
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import NameOID
+
+from tests.support import pki
 
 __all__ = [
     "BUILD_SCRIPT",
@@ -204,50 +204,10 @@ class _Pki:
     sa_key: Path  # service-account token signing key (private; the public half is derived)
 
 
-def _pem_key(key: rsa.RSAPrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    )
-
-
 def _write_pki(directory: Path) -> _Pki:
     """One CA and one leaf (what kwokctl does), plus a separate service-account key."""
     directory.mkdir(parents=True, exist_ok=True)
-    now = dt.datetime.now(dt.UTC)
-    not_before, not_after = now - dt.timedelta(hours=1), now + dt.timedelta(days=7)
-
-    ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "airflow-kaniko-test-ca")])
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ca_key, ca_cert = pki.new_ca("airflow-kaniko-test-ca")
     service_ip = ipaddress.IPv4Address(next(ipaddress.IPv4Network(SERVICE_CLUSTER_IP_RANGE).hosts()))
     sans: list[x509.GeneralName] = [
         x509.DNSName("localhost"),
@@ -259,62 +219,20 @@ def _write_pki(directory: Path) -> _Pki:
         x509.IPAddress(ipaddress.ip_address("::1")),
         x509.IPAddress(service_ip),
     ]
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(
-            x509.Name(
-                [
-                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:masters"),
-                    x509.NameAttribute(NameOID.COMMON_NAME, "kube-admin"),
-                ]
-            )
-        )
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=True,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
-            critical=False,
-        )
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:masters"),
+            x509.NameAttribute(NameOID.COMMON_NAME, "kube-admin"),
+        ]
     )
-
-    sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-    pki = _Pki(
-        ca_cert=directory / "ca.crt",
-        cert=directory / "admin.crt",
-        key=directory / "admin.key",
-        sa_key=directory / "sa.key",
+    key, cert = pki.issue_leaf(ca_key, ca_cert, subject=subject, sans=sans, client_auth=True)
+    files = _Pki(
+        ca_cert=pki.write_cert(ca_cert, directory / "ca.crt"),
+        cert=pki.write_cert(cert, directory / "admin.crt"),
+        key=pki.write_key(key, directory / "admin.key", traditional=True),
+        sa_key=pki.write_key(pki.new_key(), directory / "sa.key", traditional=True),
     )
-    pki.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    pki.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    pki.key.write_bytes(_pem_key(key))
-    pki.sa_key.write_bytes(_pem_key(sa_key))
-    for private in (pki.key, pki.sa_key):
-        private.chmod(0o600)
-    return pki
+    return files
 
 
 def _b64(path: Path) -> str:

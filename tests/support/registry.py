@@ -47,8 +47,10 @@ from typing import Any, Literal
 import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.x509.oid import NameOID
+
+from tests.support import pki
 
 __all__ = [
     "APT_PACKAGES",
@@ -105,45 +107,6 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def _write_key(key: rsa.RSAPrivateKey, path: Path) -> None:
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    path.chmod(0o600)
-
-
-def _self_signed(common_name: str, key: rsa.RSAPrivateKey, *, ca: bool) -> x509.Certificate:
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(_now() - dt.timedelta(minutes=5))
-        .not_valid_after(_now() + dt.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if ca:
-        builder = builder.add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-    return builder.sign(key, hashes.SHA256())
-
-
 @dataclass(frozen=True)
 class _TlsFiles:
     ca_cert: Path
@@ -154,34 +117,19 @@ class _TlsFiles:
 def _make_tls(directory: Path) -> _TlsFiles:
     """A throwaway CA and a server certificate for 127.0.0.1 / localhost signed by it."""
     directory.mkdir(parents=True, exist_ok=True)
-    ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    ca_cert = _self_signed("airflow-kaniko test CA", ca_key, ca=True)
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(_now() - dt.timedelta(minutes=5))
-        .not_valid_after(_now() + dt.timedelta(days=2))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())
+    ca_key, ca_cert = pki.new_ca("airflow-kaniko test CA", days=2)
+    key, cert = pki.issue_leaf(
+        ca_key,
+        ca_cert,
+        subject=x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]),
+        sans=[x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
+        days=2,
     )
-    files = _TlsFiles(
-        ca_cert=directory / "ca.crt", cert=directory / "server.crt", key=directory / "server.key"
+    return _TlsFiles(
+        ca_cert=pki.write_cert(ca_cert, directory / "ca.crt"),
+        cert=pki.write_cert(cert, directory / "server.crt"),
+        key=pki.write_key(key, directory / "server.key"),
     )
-    files.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    _write_key(key, files.key)
-    return files
 
 
 # --- token issuer -------------------------------------------------------------------------
@@ -222,8 +170,7 @@ class TokenIssuer:
         self.token_field = token_field
         self.requests: list[dict[str, Any]] = []
         directory.mkdir(parents=True, exist_ok=True)
-        self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        self._cert = _self_signed("airflow-kaniko test token issuer", self._key, ca=True)
+        self._key, self._cert = pki.new_ca("airflow-kaniko test token issuer", days=2)
         self.root_cert_bundle = directory / "token-ca.crt"
         self.root_cert_bundle.write_bytes(self._cert.public_bytes(serialization.Encoding.PEM))
         self._server: http.server.ThreadingHTTPServer | None = None
